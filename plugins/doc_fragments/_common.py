@@ -1,0 +1,82 @@
+# Copyright (c) authentik_ops.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# This doc fragment is PRIVATE to authentik_ops.backup. It is not a public interface and may change at any time.
+
+from __future__ import annotations
+
+
+class ModuleDocFragment:
+
+    # Options to reach the container or pod the module works in.
+    TRANSPORT = r"""
+options:
+  platform:
+    description:
+      - Where the target runs.
+      - V(docker) talks to the Docker Engine API over the daemon socket of the host the module runs on.
+      - V(kubernetes) execs into a pod through the Kubernetes API, with the credentials of
+        the C(kubernetes.core) authentication options.
+    type: str
+    choices: [docker, kubernetes]
+    default: docker
+  container:
+    description:
+      - Name or ID of the Docker container.
+      - Required with O(platform=docker).
+    type: str
+  docker_host:
+    description:
+      - The Docker daemon socket, as V(unix:///path).
+      - If not set, the value of the E(DOCKER_HOST) environment variable is used, else V(unix:///var/run/docker.sock).
+      - Remote daemons are not supported; run the module on the Docker host, where the backup should land.
+    type: str
+    default: unix:///var/run/docker.sock
+  api_timeout:
+    description:
+      - Timeout in seconds for a single API call (not for a whole stream).
+    type: int
+    default: 60
+  pod:
+    description:
+      - Name of the pod. Required with O(platform=kubernetes).
+    type: str
+  namespace:
+    description:
+      - Namespace of the pod. Required with O(platform=kubernetes).
+    type: str
+  pod_container:
+    description:
+      - Container inside the pod. Defaults to the pod's first container.
+    type: str
+requirements:
+  - For O(platform=kubernetes), the Python C(kubernetes) client and the C(kubernetes.core) collection.
+"""
+
+    # Options of modules that write one file of a backup set.
+    OUTPUT = r"""
+options:
+  dest:
+    description:
+      - Final path of the file to write.
+      - The data is written to a hidden C(.<name>.*.partial) file in the same directory, checked,
+        synced to disk and renamed to O(dest) with mode C(0600). A failed run removes the partial file.
+      - The directory must exist.
+    type: path
+    required: true
+  compression_level:
+    description:
+      - Codec level. Defaults to V(6) for gzip and V(3) for zstd.
+    type: int
+  compression_threads:
+    description:
+      - Worker threads for zstd. V(0) uses one per CPU core.
+    type: int
+    default: 0
+  force:
+    description:
+      - Replace O(dest) if it exists. Without it an existing O(dest) is an error and nothing is touched.
+    type: bool
+    default: false
+"""

@@ -1,0 +1,119 @@
+# Copyright (c) authentik_ops.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# This module_utils is PRIVATE to authentik_ops.backup. It is not a public interface and may change at any time.
+
+"""Shared option specs, transport selection and small helpers of the collection's modules."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from ansible.module_utils.basic import env_fallback
+
+COLLECTION_VERSION = "0.1.0"
+
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+
+COMPRESSION_CHOICES = ["none", "gzip", "zstd"]
+
+STDERR_EXCERPT = 2000
+
+
+def transport_argument_spec():
+    """Options every data module takes to reach its container or pod."""
+    spec = dict(
+        platform=dict(type="str", default="docker", choices=["docker", "kubernetes"]),
+        container=dict(type="str"),
+        docker_host=dict(type="str", default=DEFAULT_DOCKER_HOST, fallback=(env_fallback, ["DOCKER_HOST"])),
+        api_timeout=dict(type="int", default=60),
+        pod=dict(type="str"),
+        namespace=dict(type="str"),
+        pod_container=dict(type="str"),
+    )
+    try:
+        from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
+    except ImportError:  # kubernetes.core not installed: the docker platform still works
+        AUTH_ARG_SPEC = {}
+    for name, option in AUTH_ARG_SPEC.items():
+        spec.setdefault(name, dict(option))
+    return spec
+
+
+def output_argument_spec(default_compression="zstd"):
+    """Options of the modules that write one file into a backup set."""
+    return dict(
+        dest=dict(type="path", required=True),
+        compression=dict(type="str", default=default_compression, choices=COMPRESSION_CHOICES),
+        compression_level=dict(type="int"),
+        compression_threads=dict(type="int", default=0),
+        force=dict(type="bool", default=False),
+    )
+
+
+TRANSPORT_REQUIRED_IF = [
+    ("platform", "docker", ("container",)),
+    ("platform", "kubernetes", ("pod", "namespace")),
+]
+
+
+def open_transport(module):
+    """Return the transport for the module's platform, failing the module with a clear message if it cannot."""
+    params = module.params
+    if params["platform"] == "docker":
+        from ansible_collections.authentik_ops.backup.plugins.module_utils._docker_api import DockerTransport
+
+        return DockerTransport(params["container"], params["docker_host"] or DEFAULT_DOCKER_HOST,
+                               timeout=params["api_timeout"])
+    from ansible_collections.authentik_ops.backup.plugins.module_utils._k8s_exec import K8sTransport
+
+    return K8sTransport.from_module(module)
+
+
+def check_dest(module, dest):
+    """Validate an output path before anything is touched. Returns an error message or None."""
+    parent = os.path.dirname(dest) or "."
+    if module.check_mode and not os.path.exists(parent):
+        return None  # the set directory is created by the run that check mode plans
+    if not os.path.isdir(parent):
+        return f"dest: the directory {parent} does not exist; create the backup set directory first"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"dest: the directory {parent} is not writable by this user"
+    if os.path.lexists(dest) and not module.params.get("force"):
+        return f"dest: {dest} already exists; choose a new path or set force=true to replace it"
+    return None
+
+
+def excerpt(data, limit=STDERR_EXCERPT):
+    """A bounded, printable excerpt of command output (the end is usually what explains a failure)."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        data = bytes(data).decode("utf-8", "replace")
+    data = data.strip()
+    if len(data) > limit:
+        data = "..." + data[-limit:]
+    return data
+
+
+class Stopwatch:
+    def __init__(self):
+        self.start = time.monotonic()
+
+    @property
+    def elapsed(self):
+        return round(time.monotonic() - self.start, 3)
+
+
+def file_result(stats, elapsed):
+    """The common part of every data module's result."""
+    throughput = int(stats["raw_size"] / elapsed) if elapsed > 0 else None
+    return dict(
+        dest=stats["dest"],
+        size=stats["size"],
+        sha256=stats["sha256"],
+        raw_size=stats["raw_size"],
+        compression=stats["compression"],
+        duration=elapsed,
+        throughput=throughput,
+    )

@@ -1,0 +1,363 @@
+# Copyright (c) authentik_ops.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# This module_utils is PRIVATE to authentik_ops.backup. It is not a public interface and may change at any time.
+
+"""A small Docker Engine API client over the daemon's unix socket, made for streaming.
+
+Only what the collection needs: container inspect, exec (create, start with a hijacked connection, 8-byte frame
+demultiplexing, inspect for the exit code) and the archive endpoint. No Docker SDK, no docker CLI.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+import time
+import urllib.parse
+
+from ansible_collections.authentik_ops.backup.plugins.module_utils._transport import (
+    BoundedBuffer,
+    CappedBuffer,
+    ExecResult,
+    TransportError,
+)
+
+READ_SIZE = 1 << 20
+STDOUT, STDERR = 1, 2
+
+
+def socket_path(docker_host):
+    parsed = urllib.parse.urlparse(docker_host)
+    if parsed.scheme not in ("unix", ""):
+        raise TransportError(
+            f"docker_host {docker_host!r}: only a local daemon socket (unix:///path) is supported; run the "
+            "task on the Docker host itself (the backup lands where the module runs)")
+    return parsed.path or docker_host
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path, timeout):
+        super().__init__("docker", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.unix_path)
+        except OSError as exc:
+            sock.close()
+            raise TransportError(f"cannot reach the Docker daemon at unix://{self.unix_path}: {exc}") from exc
+        self.sock = sock
+
+
+class DockerClient:
+    def __init__(self, docker_host, timeout=60):
+        self.path = socket_path(docker_host)
+        self.timeout = timeout
+
+    # plain requests ------------------------------------------------------------------------------------------
+    def request(self, method, url, body=None, query=None):
+        if query:
+            url += "?" + urllib.parse.urlencode(query, doseq=True)
+        conn = _UnixConnection(self.path, self.timeout)
+        headers = {}
+        payload = None
+        if body is not None:
+            payload = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        try:
+            conn.request(method, url, body=payload, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise TransportError(f"Docker API {method} {url} failed: {exc}") from exc
+        finally:
+            conn.close()
+        parsed = None
+        if data and resp.getheader("Content-Type", "").startswith("application/json"):
+            parsed = json.loads(data)
+        return resp.status, parsed, data
+
+    @staticmethod
+    def api_message(parsed, data):
+        if isinstance(parsed, dict) and parsed.get("message"):
+            return parsed["message"]
+        return data.decode("utf-8", "replace").strip()
+
+    def inspect_container(self, container):
+        status, parsed, data = self.request("GET", f"/containers/{urllib.parse.quote(container, safe='')}/json")
+        if status == 404:
+            return None
+        if status != 200:
+            raise TransportError(f"inspecting container {container!r}: {self.api_message(parsed, data)}")
+        return parsed
+
+    # exec --------------------------------------------------------------------------------------------------
+    def exec_create(self, container, argv, env=None, stdin=False, user=None):
+        body = dict(AttachStdout=True, AttachStderr=True, AttachStdin=bool(stdin), Tty=False, Cmd=list(argv))
+        if env:
+            body["Env"] = [f"{key}={value}" for key, value in env.items()]
+        if user:
+            body["User"] = user
+        status, parsed, data = self.request("POST", f"/containers/{urllib.parse.quote(container, safe='')}/exec",
+                                            body=body)
+        if status != 201:
+            raise TransportError(f"creating an exec in container {container!r}: {self.api_message(parsed, data)}")
+        return parsed["Id"]
+
+    def exec_inspect(self, exec_id):
+        status, parsed, data = self.request("GET", f"/exec/{exec_id}/json")
+        if status != 200:
+            raise TransportError(f"inspecting exec {exec_id[:12]}: {self.api_message(parsed, data)}")
+        return parsed
+
+    def _hijack(self, exec_id):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.path)
+            body = b'{"Detach":false,"Tty":false}'
+            head = (f"POST /exec/{exec_id}/start HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\n"
+                    f"Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+            sock.sendall(head + body)
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise TransportError("the Docker daemon closed the exec connection before answering")
+                buf += chunk
+                if len(buf) > 65536:
+                    raise TransportError("the Docker daemon sent an oversized answer to exec start")
+        except OSError as exc:
+            sock.close()
+            raise TransportError(f"starting an exec: {exc}") from exc
+        header, rest = buf.split(b"\r\n\r\n", 1)
+        status_line = header.split(b"\r\n", 1)[0].decode("latin-1")
+        parts = status_line.split(" ", 2)
+        if len(parts) < 2 or parts[1] not in ("101", "200"):
+            sock.close()
+            raise TransportError(f"starting an exec: the Docker daemon answered {status_line!r}: "
+                                 f"{rest[:500].decode('utf-8', 'replace')}")
+        return sock, rest
+
+    def exec_run(self, container, argv, on_stdout, env=None, stdin=None, user=None, stream_timeout=None):
+        """Run ``argv`` in the container; stdout goes to ``on_stdout(bytes)`` chunk by chunk.
+
+        ``stdin`` is an optional iterable of bytes sent to the command, then closed. Returns an ExecResult; the
+        stream is complete only if it ended on a frame boundary and the exec is no longer running.
+        """
+        exec_id = self.exec_create(container, argv, env=env, stdin=stdin is not None, user=user)
+        sock, pending = self._hijack(exec_id)
+        sock.settimeout(stream_timeout)
+        stderr = BoundedBuffer()
+        writer = None
+        writer_error = []
+        if stdin is not None:
+            writer = threading.Thread(target=_feed_stdin, args=(sock, stdin, writer_error), daemon=True)
+            writer.start()
+        try:
+            leftover = _demux(sock, pending, on_stdout, stderr.write)
+        except OSError as exc:
+            raise TransportError(f"reading the exec stream from container {container!r}: {exc}") from exc
+        finally:
+            sock.close()
+        if writer is not None:
+            writer.join(5)
+        info = self._wait_exec(exec_id)
+        problem = None
+        if leftover:
+            problem = f"the stream ended inside a frame ({leftover} bytes of an incomplete frame)"
+        elif info.get("Running"):
+            problem = "the stream ended while the command was still running"
+        elif writer_error:
+            problem = f"sending input to the command failed: {writer_error[0]}"
+        return ExecResult(info.get("ExitCode"), stderr=stderr.getvalue(), complete=problem is None,
+                          problem=problem)
+
+    def _wait_exec(self, exec_id, wait=10.0):
+        deadline = time.monotonic() + wait
+        while True:
+            info = self.exec_inspect(exec_id)
+            if not info.get("Running") or time.monotonic() > deadline:
+                return info
+            time.sleep(0.05)
+
+    # archive -----------------------------------------------------------------------------------------------
+    def get_archive(self, container, path, on_data):
+        """Stream ``GET /containers/{id}/archive`` (an uncompressed tar) into ``on_data``.
+
+        Returns the path stat (dict) or None when the path does not exist in the container.
+        """
+        url = f"/containers/{urllib.parse.quote(container, safe='')}/archive?" + urllib.parse.urlencode(
+            {"path": path})
+        conn = _UnixConnection(self.path, self.timeout)
+        try:
+            conn.request("GET", url)
+            resp = conn.getresponse()
+            if resp.status == 404:
+                resp.read()
+                return None
+            if resp.status != 200:
+                data = resp.read()
+                raise TransportError(f"archiving {path} from container {container!r}: HTTP {resp.status}: "
+                                     f"{data[:500].decode('utf-8', 'replace').strip()}")
+            stat_header = resp.getheader("X-Docker-Container-Path-Stat")
+            while True:
+                block = resp.read(READ_SIZE)
+                if not block:
+                    break
+                on_data(block)
+        except http.client.IncompleteRead as exc:
+            raise TransportError(f"archiving {path} from container {container!r}: the stream ended early "
+                                 f"({exc.partial and len(exc.partial) or 0} bytes of a chunk missing)") from exc
+        except (OSError, http.client.HTTPException) as exc:
+            raise TransportError(f"archiving {path} from container {container!r}: {exc}") from exc
+        finally:
+            conn.close()
+        stat = {}
+        if stat_header:
+            import base64
+
+            try:
+                stat = json.loads(base64.b64decode(stat_header))
+            except ValueError:
+                stat = {}
+        return stat
+
+    def path_exists(self, container, path):
+        url = f"/containers/{urllib.parse.quote(container, safe='')}/archive?" + urllib.parse.urlencode({"path": path})
+        status, parsed, data = self.request("HEAD", url)
+        if status == 404:
+            return False
+        if status != 200:
+            raise TransportError(f"checking {path} in container {container!r}: HTTP {status}")
+        return True
+
+    def put_archive(self, container, path, chunks):
+        """Upload a tar (an iterable of bytes) and extract it at ``path`` in the container."""
+        url = f"/containers/{urllib.parse.quote(container, safe='')}/archive?" + urllib.parse.urlencode(
+            {"path": path, "noOverwriteDirNonDir": "true"})
+        conn = _UnixConnection(self.path, self.timeout)
+        try:
+            conn.request("PUT", url, body=chunks, headers={"Content-Type": "application/x-tar"},
+                         encode_chunked=True)
+            resp = conn.getresponse()
+            data = resp.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise TransportError(f"extracting into {path} of container {container!r}: {exc}") from exc
+        finally:
+            conn.close()
+        if resp.status != 200:
+            raise TransportError(f"extracting into {path} of container {container!r}: HTTP {resp.status}: "
+                                 f"{data[:500].decode('utf-8', 'replace').strip()}")
+
+
+def _feed_stdin(sock, chunks, errors):
+    try:
+        for chunk in chunks:
+            if chunk:
+                sock.sendall(chunk)
+        sock.shutdown(socket.SHUT_WR)
+    except Exception as exc:  # reported by the reader; the command then fails on its own
+        errors.append(str(exc))
+
+
+def _demux(sock, pending, on_stdout, on_stderr):
+    """Demultiplex Docker's 8-byte-header frames; returns the number of bytes of an incomplete last frame."""
+    buf = bytearray(pending)
+    while True:
+        pos = 0
+        end = len(buf)
+        spans = []
+        while end - pos >= 8:
+            size = int.from_bytes(buf[pos + 4:pos + 8], "big")
+            start = pos + 8
+            if end - start < size:
+                break
+            kind = buf[pos]
+            if kind == STDOUT:
+                spans.append((start, start + size))
+            elif kind == STDERR:
+                on_stderr(bytes(buf[start:start + size]))
+            pos = start + size
+        if spans:
+            view = memoryview(buf)
+            if len(spans) == 1:
+                data = bytes(view[spans[0][0]:spans[0][1]])
+            else:
+                data = b"".join([view[a:b] for a, b in spans])
+            view.release()
+            on_stdout(data)
+        if pos:
+            del buf[:pos]
+        chunk = sock.recv(READ_SIZE)
+        if not chunk:
+            return len(buf)
+        buf += chunk
+
+
+class DockerTransport:
+    """The modules' view of one container."""
+
+    platform = "docker"
+
+    def __init__(self, container, docker_host, timeout=60):
+        self.container = container
+        self.client = DockerClient(docker_host, timeout=timeout)
+        self._info = None
+
+    def describe(self):
+        return f"container {self.container!r}"
+
+    def inspect(self):
+        """Inspect the container; fails if it does not exist or is not running."""
+        if self._info is None:
+            info = self.client.inspect_container(self.container)
+            if info is None:
+                raise TransportError(f"container {self.container!r} not found on the Docker host; check the name "
+                                     "(Compose v1 names it <project>_<service>_1, v2 <project>-<service>-1)")
+            state = info.get("State") or {}
+            if not state.get("Running") or state.get("Paused") or state.get("Restarting"):
+                raise TransportError(f"container {self.container!r} is not running (status: "
+                                     f"{state.get('Status', 'unknown')}); start it before backing up")
+            self._info = info
+        return self._info
+
+    def target_facts(self):
+        info = self.inspect()
+        return dict(platform="docker", container=info.get("Name", "").lstrip("/"), id=info.get("Id"),
+                    image=(info.get("Config") or {}).get("Image"))
+
+    def mounts(self):
+        return [m.get("Destination") for m in (self.inspect().get("Mounts") or []) if m.get("Destination")]
+
+    def exec_stream(self, argv, on_stdout, secret_env=None, stdin=None):
+        self.inspect()
+        return self.client.exec_run(self.container, argv, on_stdout, env=secret_env, stdin=stdin)
+
+    def exec_capture(self, argv, secret_env=None, limit=4 * 1024 * 1024):
+        out = CappedBuffer(limit)
+        result = self.exec_stream(argv, out.write, secret_env=secret_env)
+        result.stdout = out.getvalue()
+        return result
+
+    def archive(self, path, on_data):
+        self.inspect()
+        return self.client.get_archive(self.container, path, on_data)
+
+    def path_exists(self, path):
+        self.inspect()
+        return self.client.path_exists(self.container, path)
+
+    def is_mounted(self, path):
+        path = path.rstrip("/") or "/"
+        for dest in self.mounts():
+            dest = dest.rstrip("/") or "/"
+            if path == dest or path.startswith(dest + "/"):
+                return True
+        return False

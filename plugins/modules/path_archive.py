@@ -1,0 +1,317 @@
+#!/usr/bin/python
+# Copyright (c) authentik_ops.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: path_archive
+short_description: Stream directories of a container, a pod or the host into one checked tar archive
+version_added: 0.1.0
+description:
+  - Archives authentik's directories (C(/data) or C(/media), C(/templates), C(/certs), C(/blueprints)) into one tar
+    file on the host the module runs on, compressed and hashed while it streams.
+  - With O(platform=docker) each path comes from the Docker Engine API's archive endpoint. With
+    O(platform=kubernetes) it comes from C(tar -C <parent> -cf - <name>) run in the pod over exec. With O(platform=local) the
+    paths are files or directories of the host itself (used for C(.env) and compose files).
+  - The tar structure of every stream is walked while it passes; a stream cut short (no end-of-archive marker) fails
+    the task and leaves no file.
+  - A path that is not mounted into the container (Docker, with O(only_mounted=true)) or that does not exist is
+    reported in RV(skipped) and is not an error, unless O(required=true). When every path is skipped, no file is
+    written.
+  - Members of a container or pod path are named from the path's last component, as Docker's archive endpoint
+    names them, for example C(data/media/icon.png) for C(/data). Host paths (O(platform=local)) keep their full
+    path without the leading C(/), for example C(opt/authentik/.env).
+author:
+  - authentik_ops.backup contributors
+extends_documentation_fragment:
+  - authentik_ops.backup._common.transport
+  - authentik_ops.backup._common.output
+  - kubernetes.core.k8s_auth_options
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Checks which paths exist or are mounted and reports the plan in RV(plan). Nothing is written.
+  diff_mode:
+    support: none
+  idempotent:
+    support: none
+options:
+  platform:
+    description:
+      - Where the paths are. V(local) means the host the module runs on.
+    type: str
+    choices: [docker, kubernetes, local]
+    default: docker
+  paths:
+    description:
+      - Absolute paths to archive, in order.
+    type: list
+    elements: str
+    required: true
+  required:
+    description:
+      - Fail when a path is absent or not mounted, instead of skipping it.
+    type: bool
+    default: false
+  only_mounted:
+    description:
+      - With O(platform=docker), treat a path that is not a mount of the container (or inside one) as absent. Files
+        baked into the image are not data worth a backup.
+    type: bool
+    default: true
+  compression:
+    description:
+      - Codec applied on the host while the archive streams.
+    type: str
+    choices: [none, gzip, zstd]
+    default: zstd
+seealso:
+  - module: authentik_ops.backup.postgres_dump
+  - module: authentik_ops.backup.backup_set
+"""
+
+EXAMPLES = r"""
+- name: Archive the data directory of authentik's server container
+  authentik_ops.backup.path_archive:
+    container: authentik-server-1
+    paths: [/data]
+    dest: /var/backups/authentik/authentik-20261130T020000Z/data.tar.zst
+
+- name: Archive .env and the compose file of the deployment
+  authentik_ops.backup.path_archive:
+    platform: local
+    paths:
+      - /opt/authentik/.env
+      - /opt/authentik/docker-compose.yml
+    required: true
+    dest: /var/backups/authentik/authentik-20261130T020000Z/config.tar.zst
+
+- name: Archive custom templates from the server pod
+  authentik_ops.backup.path_archive:
+    platform: kubernetes
+    namespace: authentik
+    pod: authentik-server-7d9c8b5f4-abcde
+    paths: [/templates]
+    dest: /var/backups/authentik/authentik-20261130T020000Z/templates.tar.zst
+"""
+
+RETURN = r"""
+dest:
+  description: Path of the archive, or V(null) when every path was skipped.
+  returned: always
+  type: str
+  sample: /var/backups/authentik/authentik-20261130T020000Z/data.tar.zst
+size:
+  description: Size of the archive on disk, in bytes.
+  returned: when an archive was written
+  type: int
+  sample: 204800
+sha256:
+  description: SHA-256 of the archive on disk.
+  returned: when an archive was written
+  type: str
+  sample: fcde2b2edba56bf408601fb721fe9b5c338d10ee429ea04fae5511b68fbf8fb9
+raw_size:
+  description: Size of the uncompressed tar, in bytes.
+  returned: when an archive was written
+  type: int
+  sample: 1024000
+compression:
+  description: Codec of the archive.
+  returned: always
+  type: str
+  sample: zstd
+duration:
+  description: Seconds to stream the archive.
+  returned: when an archive was written
+  type: float
+  sample: 0.3
+throughput:
+  description: Uncompressed bytes per second.
+  returned: when an archive was written
+  type: int
+  sample: 90000000
+members:
+  description: Number of entries (files, directories, links) in the archive.
+  returned: when an archive was written
+  type: int
+  sample: 42
+archived:
+  description: Paths that are in the archive.
+  returned: always
+  type: list
+  elements: str
+  sample: [/data]
+skipped:
+  description: Paths left out, each with the reason.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{path: /blueprints, reason: not mounted in the container}]
+target:
+  description: The container or pod, or the host for O(platform=local).
+  returned: always
+  type: dict
+  sample: {platform: docker, container: authentik-server-1}
+plan:
+  description: What the module would do, in check mode.
+  returned: check mode
+  type: dict
+  sample: {action: archive, paths: [/data], skipped: [], dest: /var/backups/authentik/s/data.tar.zst}
+"""
+
+import os
+import socket
+import tarfile
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.authentik_ops.backup.plugins.module_utils._common import (
+    TRANSPORT_REQUIRED_IF,
+    Stopwatch,
+    check_dest,
+    file_result,
+    open_transport,
+    output_argument_spec,
+    transport_argument_spec,
+)
+from ansible_collections.authentik_ops.backup.plugins.module_utils._formats import TarWalker
+from ansible_collections.authentik_ops.backup.plugins.module_utils._sink import (
+    AtomicSink,
+    SinkError,
+    compression_problem,
+)
+from ansible_collections.authentik_ops.backup.plugins.module_utils._transport import TransportError
+
+
+class _Counter:
+    def __init__(self):
+        self.members = 0
+
+    def __call__(self, tarinfo):
+        self.members += 1
+        return tarinfo
+
+
+def plan_paths(module, transport):
+    """Split the paths into those to archive and those to skip, with reasons. Nothing is read yet."""
+    params = module.params
+    wanted, skipped = [], []
+    for path in params["paths"]:
+        if params["platform"] == "local":
+            present = os.path.lexists(path)
+            reason = "does not exist on the host"
+        elif params["platform"] == "docker" and params["only_mounted"]:
+            present = transport.is_mounted(path)
+            reason = "not mounted in the container"
+        else:
+            present = transport.path_exists(path)
+            reason = "does not exist in the target"
+        if present:
+            wanted.append(path)
+        else:
+            skipped.append(dict(path=path, reason=reason))
+    if skipped and params["required"]:
+        module.fail_json(msg="required paths are missing: " + "; ".join(f"{s['path']} {s['reason']}"
+                                                                       for s in skipped), skipped=skipped)
+    return wanted, skipped
+
+
+def archive_local(sink, paths):
+    counter = _Counter()
+    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for path in paths:
+            tar.add(path, arcname=path.lstrip("/") or ".", recursive=True, filter=counter)
+    return counter.members
+
+
+def archive_remote(sink, transport, paths, skipped, required):
+    members = 0
+    archived = []
+    for path in paths:
+        walker = TarWalker()
+
+        def take(data, walker=walker):
+            out = walker.feed(data)
+            if out:
+                sink.write(out)
+
+        stat = transport.archive(path, take)
+        if stat is None:
+            if required:
+                raise TransportError(f"required path {path} does not exist in {transport.describe()}")
+            skipped.append(dict(path=path, reason="does not exist in the target"))
+            continue
+        if not walker.complete:
+            raise TransportError(f"the archive stream of {path} from {transport.describe()} ended before the "
+                                 "end-of-archive marker: truncated")
+        members += walker.members
+        archived.append(path)
+    sink.write(TarWalker.END)
+    return members, archived
+
+
+def main():
+    argument_spec = transport_argument_spec()
+    argument_spec["platform"]["choices"] = ["docker", "kubernetes", "local"]
+    argument_spec.update(output_argument_spec("zstd"))
+    argument_spec.update(
+        paths=dict(type="list", elements="str", required=True),
+        required=dict(type="bool", default=False),
+        only_mounted=dict(type="bool", default=True),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, required_if=TRANSPORT_REQUIRED_IF, supports_check_mode=True)
+    params = module.params
+
+    relative = [p for p in params["paths"] if not p.startswith("/")]
+    if relative:
+        module.fail_json(msg=f"paths must be absolute; these are not: {', '.join(relative)}")
+    problem = compression_problem(params["compression"]) or check_dest(module, params["dest"])
+    if problem:
+        module.fail_json(msg=problem)
+
+    try:
+        if params["platform"] == "local":
+            transport = None
+            target = dict(platform="local", host=socket.gethostname())
+        else:
+            transport = open_transport(module)
+            target = transport.target_facts()
+        wanted, skipped = plan_paths(module, transport)
+    except TransportError as exc:
+        module.fail_json(msg=str(exc))
+
+    common = dict(compression=params["compression"], target=target)
+    if module.check_mode or not wanted:
+        dest = params["dest"] if wanted else None
+        module.exit_json(changed=bool(wanted), dest=dest, archived=[] if not wanted else wanted, skipped=skipped,
+                         plan=dict(action="archive" if wanted else "nothing to archive", paths=wanted,
+                                   skipped=skipped, dest=dest), **common)
+
+    watch = Stopwatch()
+    try:
+        with AtomicSink(params["dest"], params["compression"], params["compression_level"],
+                        params["compression_threads"]) as sink:
+            if transport is None:
+                members, archived = archive_local(sink, wanted), wanted
+            else:
+                members, archived = archive_remote(sink, transport, wanted, skipped, params["required"])
+            if not archived:
+                sink.abort()
+                if params["required"]:
+                    module.fail_json(msg="required paths are missing: " + "; ".join(
+                        f"{s['path']} {s['reason']}" for s in skipped), skipped=skipped)
+                module.exit_json(changed=False, dest=None, archived=[], skipped=skipped, **common)
+            stats = sink.commit()
+    except (TransportError, SinkError, OSError, ValueError, tarfile.TarError) as exc:
+        module.fail_json(msg=str(exc), dest=params["dest"])
+    result = file_result(stats, watch.elapsed)
+    result.update(common, members=members, archived=archived, skipped=skipped)
+    module.exit_json(changed=True, **result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,326 @@
+#!/usr/bin/python
+# Copyright (c) authentik_ops.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: postgres_dump
+short_description: Stream a pg_dumpall of authentik's PostgreSQL from a container or pod into a checked file
+version_added: 0.1.0
+description:
+  - Runs C(pg_dumpall --clean --if-exists) inside the database container (Docker) or pod (Kubernetes), excluding
+    the databases in O(exclude_databases), and streams its output straight into O(dest) on the host the module runs
+    on. Nothing is written inside the container.
+  - The dump runs as the superuser found in the container's own environment, read by the container's shell so that
+    no secret crosses the API as an argument. With the Bitnami image's C(POSTGRES_POSTGRES_PASSWORD[_FILE]) it is
+    C(postgres); otherwise it is C($POSTGRES_USER) (or C($POSTGRESQL_USERNAME)), with C($POSTGRES_PASSWORD) or the
+    file named by C($POSTGRES_PASSWORD_FILE) as password when the server asks for one.
+  - The stream is compressed and hashed (sha256) on the host while it arrives, then the exit status of
+    C(pg_dumpall) and the dump's completion trailer are checked before the file is synced and renamed into place
+    with mode C(0600). On any failure the partial file is removed.
+author:
+  - authentik_ops.backup contributors
+extends_documentation_fragment:
+  - authentik_ops.backup._common.transport
+  - authentik_ops.backup._common.output
+  - kubernetes.core.k8s_auth_options
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Connects to the database read-only to list the databases and the server version, and reports the plan
+        in RV(plan). Nothing is written.
+  diff_mode:
+    support: none
+  idempotent:
+    support: none
+    details:
+      - Every run takes a new dump. An existing O(dest) is refused unless O(force=true).
+options:
+  compression:
+    description:
+      - Codec applied on the host while the dump streams. See also O(compression_level).
+    type: str
+    choices: [none, gzip, zstd]
+    default: zstd
+  user:
+    description:
+      - Database role to dump as. It must be a superuser.
+      - Defaults to the role found in the container's environment (see the description).
+    type: str
+  password:
+    description:
+      - Password of O(user), when the server requires one and the container's environment does not provide it.
+      - Passed to C(pg_dumpall) as E(PGPASSWORD) in the exec environment (Docker) or on the exec's standard input
+        (Kubernetes); never on a command line.
+    type: str
+  host:
+    description:
+      - Host name or socket directory C(pg_dumpall) connects to inside the container (E(PGHOST)).
+      - Defaults to the client's compiled-in local socket.
+    type: str
+  port:
+    description:
+      - Port C(pg_dumpall) connects to inside the container (E(PGPORT)).
+    type: int
+  exclude_databases:
+    description:
+      - Databases left out of the dump (C(--exclude-database)). C(template0) is never dumped by C(pg_dumpall).
+    type: list
+    elements: str
+    default: [postgres, template0, template1]
+notes:
+  - Needs C(pg_dumpall) 12 or newer in the container (for C(--exclude-database)) and C(sh).
+seealso:
+  - module: authentik_ops.backup.redis_dump
+  - module: authentik_ops.backup.path_archive
+  - module: authentik_ops.backup.backup_set
+"""
+
+EXAMPLES = r"""
+- name: Dump authentik's PostgreSQL of a Compose deployment
+  authentik_ops.backup.postgres_dump:
+    container: authentik-postgresql-1
+    dest: /var/backups/authentik/authentik-20261130T020000Z/postgres.sql.zst
+    compression: zstd
+
+- name: Dump the database pod of the Helm chart
+  authentik_ops.backup.postgres_dump:
+    platform: kubernetes
+    namespace: authentik
+    pod: authentik-postgresql-0
+    kubeconfig: ~/.kube/config
+    dest: /var/backups/authentik/authentik-20261130T020000Z/postgres.sql.gz
+    compression: gzip
+
+- name: Dump an external database through a client container with explicit credentials
+  authentik_ops.backup.postgres_dump:
+    container: pg-client
+    host: db.internal
+    user: postgres
+    password: "{{ vault_pg_superuser_password }}"
+    dest: /var/backups/authentik/manual/postgres.sql
+    compression: none
+"""
+
+RETURN = r"""
+dest:
+  description: Path of the dump file.
+  returned: success
+  type: str
+  sample: /var/backups/authentik/authentik-20261130T020000Z/postgres.sql.zst
+size:
+  description: Size of the file on disk, in bytes.
+  returned: success and not check mode
+  type: int
+  sample: 5242880
+sha256:
+  description: SHA-256 of the file on disk.
+  returned: success and not check mode
+  type: str
+  sample: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+raw_size:
+  description: Size of the uncompressed dump, in bytes.
+  returned: success and not check mode
+  type: int
+  sample: 41943040
+compression:
+  description: Codec of the file.
+  returned: success
+  type: str
+  sample: zstd
+duration:
+  description: Seconds from the start of the dump to the file being in place.
+  returned: success and not check mode
+  type: float
+  sample: 2.41
+throughput:
+  description: Uncompressed bytes per second.
+  returned: success and not check mode
+  type: int
+  sample: 120000000
+databases:
+  description: Databases of the cluster that the dump includes.
+  returned: success
+  type: list
+  elements: str
+  sample: [authentik]
+server_version:
+  description: Version of the PostgreSQL server.
+  returned: success
+  type: str
+  sample: "16.4"
+user:
+  description: Role the dump ran as.
+  returned: success
+  type: str
+  sample: authentik
+superuser:
+  description: Whether RV(user) is a superuser.
+  returned: success
+  type: bool
+  sample: true
+target:
+  description: The container or pod the dump ran in.
+  returned: success
+  type: dict
+  sample: {platform: docker, container: authentik-postgresql-1, image: "docker.io/library/postgres:16-alpine"}
+plan:
+  description: What the module would do, in check mode.
+  returned: check mode
+  type: dict
+  sample: {action: dump, dest: /var/backups/authentik/s/postgres.sql.zst, databases: [authentik]}
+"""
+
+import json
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.authentik_ops.backup.plugins.module_utils._common import (
+    TRANSPORT_REQUIRED_IF,
+    Stopwatch,
+    check_dest,
+    excerpt,
+    file_result,
+    open_transport,
+    output_argument_spec,
+    transport_argument_spec,
+)
+from ansible_collections.authentik_ops.backup.plugins.module_utils._formats import pg_dumpall_complete
+from ansible_collections.authentik_ops.backup.plugins.module_utils._sink import (
+    AtomicSink,
+    SinkError,
+    compression_problem,
+)
+from ansible_collections.authentik_ops.backup.plugins.module_utils._transport import TransportError
+
+# Runs inside the database container. $1 = user (may be empty), $2 = host, $3 = port, then the command.
+# Credentials come from the container's own environment unless PGPASSWORD was provided by the caller.
+CREDENTIALS_SH = r"""
+u=$1; h=$2; p=$3; shift 3
+super_pw="${POSTGRES_POSTGRES_PASSWORD:-${POSTGRESQL_POSTGRES_PASSWORD:-}}"
+super_pw_file="${POSTGRES_POSTGRES_PASSWORD_FILE:-${POSTGRESQL_POSTGRES_PASSWORD_FILE:-}}"
+if [ -z "$u" ]; then
+  if [ -n "$super_pw$super_pw_file" ]; then u=postgres
+  else u="${POSTGRES_USER:-${POSTGRESQL_USERNAME:-postgres}}"; fi
+fi
+if [ -z "${PGPASSWORD:-}" ]; then
+  if [ "$u" = postgres ] && [ -n "$super_pw" ]; then PGPASSWORD=$super_pw
+  elif [ "$u" = postgres ] && [ -n "$super_pw_file" ] && [ -r "$super_pw_file" ]; then PGPASSWORD=$(cat "$super_pw_file")
+  elif [ -n "${POSTGRES_PASSWORD:-${POSTGRESQL_PASSWORD:-}}" ]; then PGPASSWORD=${POSTGRES_PASSWORD:-$POSTGRESQL_PASSWORD}
+  else
+    f="${POSTGRES_PASSWORD_FILE:-${POSTGRESQL_PASSWORD_FILE:-}}"
+    if [ -n "$f" ] && [ -r "$f" ]; then PGPASSWORD=$(cat "$f"); fi
+  fi
+fi
+if [ -n "${PGPASSWORD:-}" ]; then export PGPASSWORD; fi
+if [ -n "$h" ]; then export PGHOST="$h"; fi
+if [ -n "$p" ]; then export PGPORT="$p"; fi
+export PGUSER="$u"
+"""
+
+PROBE_SQL = (
+    "select json_build_object("
+    "'version', current_setting('server_version'), "
+    "'user', current_user, "
+    "'superuser', (select rolsuper from pg_roles where rolname = current_user), "
+    "'databases', (select json_agg(datname order by datname) from pg_database where datallowconn))"
+)
+
+
+def shell(params, command):
+    """argv running ``command`` (shell text using "$@") after the credential preamble."""
+    return ["sh", "-c", CREDENTIALS_SH + command, "sh", params["user"] or "", params["host"] or "",
+            str(params["port"] or "")]
+
+
+def secret_env(params):
+    return {"PGPASSWORD": params["password"]} if params["password"] else None
+
+
+def probe(module, transport):
+    params = module.params
+    argv = shell(params, 'exec psql -X -A -t -q -v ON_ERROR_STOP=1 -d template1 -c "$1"') + [PROBE_SQL]
+    result = transport.exec_capture(argv, secret_env=secret_env(params))
+    if not result.ok:
+        module.fail_json(msg=f"cannot query PostgreSQL in {transport.describe()}: "
+                             f"{result.problem or f'psql exited with status {result.exit_code}'}: "
+                             f"{excerpt(result.stderr)}",
+                         rc=result.exit_code, stderr_excerpt=excerpt(result.stderr))
+    try:
+        info = json.loads(result.stdout.decode("utf-8").strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        module.fail_json(msg=f"unexpected answer from psql in {transport.describe()}: {excerpt(result.stdout)}")
+    excluded = set(params["exclude_databases"])
+    info["databases"] = [db for db in (info.get("databases") or []) if db not in excluded]
+    return info
+
+
+def dump(module, transport, info):
+    params = module.params
+    excludes = [f"--exclude-database={db}" for db in params["exclude_databases"] if db != "template0"]
+    argv = shell(params, 'exec pg_dumpall --clean --if-exists "$@"') + excludes
+    watch = Stopwatch()
+    try:
+        with AtomicSink(params["dest"], params["compression"], params["compression_level"],
+                        params["compression_threads"]) as sink:
+            result = transport.exec_stream(argv, sink.write, secret_env=secret_env(params))
+            if not result.complete:
+                raise TransportError(f"the dump stream from {transport.describe()} broke off: {result.problem}; "
+                                     f"{sink.raw_size} bytes received. stderr: {excerpt(result.stderr)}")
+            if result.exit_code != 0:
+                hint = ""
+                if not info.get("superuser"):
+                    hint = (f" (role {info.get('user')!r} is not a superuser; pg_dumpall needs one: set user and "
+                            "password of a superuser)")
+                module.fail_json(msg=f"pg_dumpall exited with status {result.exit_code} in "
+                                     f"{transport.describe()}{hint}: {excerpt(result.stderr)}",
+                                 rc=result.exit_code, stderr_excerpt=excerpt(result.stderr))
+            if not pg_dumpall_complete(sink.tail()):
+                raise TransportError(f"the dump from {transport.describe()} lacks pg_dumpall's completion trailer "
+                                     f"after {sink.raw_size} bytes: the stream was truncated")
+            stats = sink.commit()
+    except (TransportError, SinkError, OSError) as exc:
+        module.fail_json(msg=str(exc), dest=params["dest"])
+    return file_result(stats, watch.elapsed)
+
+
+def main():
+    argument_spec = transport_argument_spec()
+    argument_spec.update(output_argument_spec("zstd"))
+    argument_spec.update(
+        user=dict(type="str"),
+        password=dict(type="str", no_log=True),
+        host=dict(type="str"),
+        port=dict(type="int"),
+        exclude_databases=dict(type="list", elements="str", default=["postgres", "template0", "template1"]),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, required_if=TRANSPORT_REQUIRED_IF, supports_check_mode=True)
+    params = module.params
+
+    problem = compression_problem(params["compression"]) or check_dest(module, params["dest"])
+    if problem:
+        module.fail_json(msg=problem)
+    try:
+        transport = open_transport(module)
+        target = transport.target_facts()
+    except TransportError as exc:
+        module.fail_json(msg=str(exc))
+
+    info = probe(module, transport)
+    common = dict(dest=params["dest"], compression=params["compression"], databases=info["databases"],
+                  server_version=info.get("version"), user=info.get("user"),
+                  superuser=bool(info.get("superuser")), target=target)
+    if module.check_mode:
+        module.exit_json(changed=True, plan=dict(action="dump", dest=params["dest"], databases=info["databases"],
+                                                 user=info.get("user"), compression=params["compression"]),
+                         **common)
+    result = dump(module, transport, info)
+    common.update(result)
+    module.exit_json(changed=True, **common)
+
+
+if __name__ == "__main__":
+    main()
