@@ -9,6 +9,19 @@ from __future__ import annotations
 
 class ModuleDocFragment:
 
+    # Descriptions of the attributes every module documents.
+    DOCUMENTATION = r"""
+options: {}
+attributes:
+  check_mode:
+    description: Can run in C(check_mode) and return changed status prediction without modifying target.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in C(check_mode)), when in diff mode.
+  idempotent:
+    description:
+      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
+"""
+
     # Options to reach the container or pod the module works in.
     TRANSPORT = r"""
 options:

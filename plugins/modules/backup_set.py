@@ -19,7 +19,9 @@ description:
   - O(state=absent) removes an incomplete set, for example after a failed run. A set that has a manifest is never
     removed by this module.
 author:
-  - authentik_ops.backup contributors
+  - authentik_ops maintainers (@authentik-ops)
+extends_documentation_fragment:
+  - authentik_ops.backup._common
 attributes:
   check_mode:
     support: full

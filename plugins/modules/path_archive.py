@@ -24,8 +24,9 @@ description:
     names them, for example C(data/media/icon.png) for C(/data). Host paths (O(platform=local)) keep their full
     path without the leading C(/), for example C(opt/authentik/.env).
 author:
-  - authentik_ops.backup contributors
+  - authentik_ops maintainers (@authentik-ops)
 extends_documentation_fragment:
+  - authentik_ops.backup._common
   - authentik_ops.backup._common.transport
   - authentik_ops.backup._common.output
   - kubernetes.core.k8s_auth_options
@@ -215,8 +216,8 @@ def plan_paths(module, transport):
         else:
             skipped.append(dict(path=path, reason=reason))
     if skipped and params["required"]:
-        module.fail_json(msg="required paths are missing: " + "; ".join(f"{s['path']} {s['reason']}"
-                                                                       for s in skipped), skipped=skipped)
+        missing = "; ".join(f"{s['path']} {s['reason']}" for s in skipped)
+        module.fail_json(msg=f"required paths are missing: {missing}", skipped=skipped)
     return wanted, skipped
 
 
@@ -302,8 +303,8 @@ def main():
             if not archived:
                 sink.abort()
                 if params["required"]:
-                    module.fail_json(msg="required paths are missing: " + "; ".join(
-                        f"{s['path']} {s['reason']}" for s in skipped), skipped=skipped)
+                    missing = "; ".join(f"{s['path']} {s['reason']}" for s in skipped)
+                    module.fail_json(msg=f"required paths are missing: {missing}", skipped=skipped)
                 module.exit_json(changed=False, dest=None, archived=[], skipped=skipped, **common)
             stats = sink.commit()
     except (TransportError, SinkError, OSError, ValueError, tarfile.TarError) as exc:

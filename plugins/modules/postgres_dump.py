@@ -21,8 +21,9 @@ description:
     C(pg_dumpall) and the dump's completion trailer are checked before the file is synced and renamed into place
     with mode C(0600). On any failure the partial file is removed.
 author:
-  - authentik_ops.backup contributors
+  - authentik_ops maintainers (@authentik-ops)
 extends_documentation_fragment:
+  - authentik_ops.backup._common
   - authentik_ops.backup._common.transport
   - authentik_ops.backup._common.output
   - kubernetes.core.k8s_auth_options

@@ -19,8 +19,9 @@ description:
   - A password comes from O(password), else from C($REDIS_PASSWORD) or C($REDIS_PASSWORD_FILE) in the container, and
     reaches C(redis-cli) only through E(REDISCLI_AUTH), never as C(-a).
 author:
-  - authentik_ops.backup contributors
+  - authentik_ops maintainers (@authentik-ops)
 extends_documentation_fragment:
+  - authentik_ops.backup._common
   - authentik_ops.backup._common.transport
   - authentik_ops.backup._common.output
   - kubernetes.core.k8s_auth_options

@@ -43,7 +43,7 @@ def test_interleaved_frames_binary_safe():
 
 def test_cut_inside_a_frame_is_reported():
     wire = frame(1, b"a" * 1000) + frame(1, b"b" * 1000)
-    stdout, _, leftover = run_demux(wire[:-10])
+    stdout, _stderr, leftover = run_demux(wire[:-10])
     assert stdout == b"a" * 1000
     assert leftover == 1008 - 10
 

@@ -57,7 +57,7 @@ def test_rdb_valid(chunk):
 def test_rdb_damaged(mutate, words):
     checker = RdbChecker()
     checker.feed(mutate(_rdb()))
-    ok, message, _ = checker.finish()
+    ok, message, _version = checker.finish()
     assert not ok
     assert words in message
 
@@ -66,7 +66,7 @@ def test_rdb_checksum_disabled():
     data = b"REDIS0011\xff" + bytes(8)
     checker = RdbChecker()
     checker.feed(data)
-    ok, message, _ = checker.finish()
+    ok, message, _version = checker.finish()
     assert ok and "disabled" in message
 
 

@@ -1,0 +1,85 @@
+# Build and test entry points of the authentik_ops.backup collection.
+#
+#   make demo    bring up the test bed and show a backup and a restore (tests/testbed/demo.sh)
+#   make test    every quality gate, in order, stopping at the first failure:
+#                venv -> collections-link -> sanity -> lint -> unit -> integration
+#
+# Other targets: help, venv, collections-link, sanity, lint, unit, integration, bench, clean, distclean.
+# Variables: PYTHON (interpreter for a new venv, default python3), VENV (default .venv),
+#            SANITY_ARGS (extra ansible-test sanity arguments, e.g. SANITY_ARGS='--test pylint'),
+#            PYTEST_ARGS (extra pytest arguments for unit and integration).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+# `make test` must run its gates one after the other, also under `make -j`.
+.NOTPARALLEL:
+
+PYTHON ?= python3
+VENV ?= .venv
+VENV_BIN := $(abspath $(VENV))/bin
+VENV_STAMP := $(VENV)/.requirements-dev.stamp
+COLLECTIONS_DIR := .collections
+COLLECTION_LINK := $(COLLECTIONS_DIR)/ansible_collections/authentik_ops/backup
+SANITY_ARGS ?=
+PYTEST_ARGS ?=
+
+# Tools run from the venv; ansible.cfg (collections_path = ./.collections) is picked up from the repo root.
+export PATH := $(VENV_BIN):$(PATH)
+export ANSIBLE_CONFIG := $(abspath ansible.cfg)
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help venv collections-link sanity lint unit integration test demo bench clean distclean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
+
+venv: $(VENV_STAMP) ## create .venv (if missing) and install requirements-dev.txt (exact pins)
+
+$(VENV_STAMP): requirements-dev.txt
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --disable-pip-version-check -q -r requirements-dev.txt
+	touch $@
+
+collections-link: ## link .collections/ansible_collections/authentik_ops/backup to this checkout
+	mkdir -p $(dir $(COLLECTION_LINK))
+	ln -sfn ../../.. $(COLLECTION_LINK)
+	test "$$(cd $(COLLECTION_LINK) && pwd -P)" = "$$(pwd -P)"
+
+sanity: venv ## ansible-test sanity on a copy of the tracked + untracked-not-ignored files
+	VENV=$(abspath $(VENV)) tests/run-sanity.sh $(SANITY_ARGS)
+
+lint: venv collections-link ## ansible-lint, production profile, offline (.ansible-lint)
+	ansible-lint
+
+unit: venv collections-link ## pytest tests/unit
+	@if [ -z "$$(find tests/unit -name 'test_*.py' -print -quit 2>/dev/null)" ]; then \
+		echo "unit: no tests in tests/unit"; \
+	else \
+		python -m pytest --import-mode=importlib -p no:cacheprovider tests/unit $(PYTEST_ARGS); \
+	fi
+
+integration: venv collections-link ## pytest tests/integration against the Docker test bed (tests/testbed/engine.sh)
+	@if [ -z "$$(find tests/integration -name 'test_*.py' -print -quit 2>/dev/null)" ]; then \
+		echo "integration: no tests in tests/integration"; \
+	else \
+		if [ -x tests/testbed/engine.sh ]; then tests/testbed/engine.sh; fi; \
+		python -m pytest --import-mode=importlib -p no:cacheprovider tests/integration $(PYTEST_ARGS); \
+	fi
+
+test: venv collections-link sanity lint unit integration ## all gates: sanity, lint, unit, integration
+
+demo: venv collections-link ## run the demo on the test bed (tests/testbed/demo.sh)
+	@test -x tests/testbed/demo.sh || { echo "demo: tests/testbed/demo.sh is missing or not executable" >&2; exit 1; }
+	tests/testbed/demo.sh
+
+bench: venv collections-link ## run the benchmarks (benchmarks/run.py), printing ratios
+	@test -f benchmarks/run.py || { echo "bench: benchmarks/run.py is missing" >&2; exit 1; }
+	python benchmarks/run.py
+
+clean: ## remove generated files (keeps .venv)
+	rm -rf $(COLLECTIONS_DIR) tests/output .pytest_cache .ansible .cache
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean ## clean, and remove .venv
+	rm -rf $(VENV)
