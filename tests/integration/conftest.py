@@ -1,0 +1,90 @@
+"""Session fixtures of the integration tests: the Docker engine, the test bed images and two authentik-like stacks.
+
+Environment knobs:
+  AKBT_KEEP_STACKS=1   leave the stacks running after the session (for debugging)
+  AKBT_PROJECT_SUFFIX=x  use projects akbt-cur<x> / akbt_legacy<x> (several sessions on one machine)
+  AKBT_LOCK_WAIT=s     how long to wait for another session holding a project's lock (default 1800)
+  AKBT_REUSE_STACKS=1  reuse stacks that are already up (state file present and all containers running) instead of
+                       recreating them; reused stacks are not torn down
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS_DIR = Path(__file__).resolve().parent.parent
+if str(TESTS_DIR) not in sys.path:
+    sys.path.insert(0, str(TESTS_DIR))
+
+from testbed import paths, proof, stacks  # noqa: E402  pylint: disable=wrong-import-position
+
+
+@pytest.fixture(scope="session")
+def repo_root():
+    return paths.REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def testbed_paths():
+    """The module holding every shared path and name of the test bed (tests/testbed/paths.py)."""
+    return paths
+
+
+@pytest.fixture(scope="session")
+def engine():
+    subprocess.run(["bash", str(paths.ENGINE_SH)], check=True)
+
+
+@pytest.fixture(scope="session")
+def images(engine):  # pylint: disable=redefined-outer-name,unused-argument
+    subprocess.run(["bash", str(paths.IMAGES_SH)], check=True)
+    return list(paths.IMAGES)
+
+
+def _stack(spec):
+    project = spec["project"]
+    # the lock makes a second session on this machine wait instead of destroying this session's stack
+    with stacks.lock(project, wait=float(os.environ.get("AKBT_LOCK_WAIT", "1800"))):
+        reuse = os.environ.get("AKBT_REUSE_STACKS") == "1" and stacks.is_up(project)
+        if reuse:
+            stack = stacks.load(project)
+        else:
+            stack = stacks.up(project, layout=spec["layout"], naming=spec["naming"], pg_user=spec["pg_user"])
+        try:
+            yield stack
+        finally:
+            if not reuse and os.environ.get("AKBT_KEEP_STACKS") != "1":
+                stacks.down(project)
+
+
+@pytest.fixture(scope="session")
+def stack_current(images):  # pylint: disable=redefined-outer-name,unused-argument
+    """authentik 2026.2 layout (postgresql, server, worker; /data), project akbt-cur, Compose v2 names."""
+    yield from _stack(paths.STACK_CURRENT)
+
+
+@pytest.fixture(scope="session")
+def stack_legacy(images):  # pylint: disable=redefined-outer-name,unused-argument
+    """authentik 2025.2 layout (adds redis; /media), project akbt_legacy, Compose v1 names, PG_USER=ak_admin."""
+    yield from _stack(paths.STACK_LEGACY)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _proof_cleanup():
+    """Remove the proof containers this session started (only this session's prefix)."""
+    yield
+    try:
+        proof.cleanup_prefix(proof.SESSION_PREFIX)
+    except Exception as exc:  # pylint: disable=broad-exception-caught
+        print(f"proof cleanup failed: {exc}", file=sys.stderr)
+
+
+@pytest.fixture
+def proof_tmp(tmp_path):
+    """A temp dir for dumps and archives of one test."""
+    return tmp_path

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Copyright: authentik_ops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+# The demo behind `make demo`: a local authentik-like Compose stack (PostgreSQL, server, worker, /data, .env),
+# then a real backup of it with playbooks/backup.yml, then the set it wrote.
+#   tests/testbed/demo.sh            bring the demo stack up (or reuse it) and back it up
+#   tests/testbed/demo.sh legacy     the same with the legacy (2025.2) layout: Redis and /media
+#   tests/testbed/demo.sh down       remove the demo stacks and .demo/
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+repo=$(pwd)
+python=${VENV:-$repo/.venv}/bin/python
+demo=$repo/.demo
+layout=${1:-current}
+
+case "$layout" in
+    down)
+        "$python" tests/testbed/stacks.py down --project akbt-demo || true
+        "$python" tests/testbed/stacks.py down --project akbt_demo_legacy || true
+        rm -rf "$demo"
+        exit 0
+        ;;
+    current) project=akbt-demo naming=v2 ;;
+    legacy) project=akbt_demo_legacy naming=v1 ;;
+    *) echo "usage: $0 [current|legacy|down]" >&2; exit 2 ;;
+esac
+
+echo "== Docker engine and test images (built offline from Debian packages; cached after the first run)"
+bash tests/testbed/engine.sh
+bash tests/testbed/images.sh
+
+echo "== authentik-like Compose stack '$project' ($layout layout)"
+running=$(docker ps -q --filter "label=com.docker.compose.project=$project" | wc -l)
+if [ "$running" -ge 3 ] && "$python" tests/testbed/stacks.py show --project "$project" >/dev/null 2>&1; then
+    echo "reusing the running stack"
+else
+    "$python" tests/testbed/stacks.py up --layout "$layout" --project "$project" --naming "$naming"
+fi
+docker ps --filter "label=com.docker.compose.project=$project" --format '  {{.Names}}  {{.Image}}  {{.Status}}'
+
+mkdir -p "$demo"
+cat > "$demo/inventory.yml" <<INV
+authentik:
+  hosts:
+    localhost:
+      ansible_connection: local
+      ansible_python_interpreter: $python
+      authentik_backup_dest: $demo/backups
+      authentik_backup_compose_project: $project
+INV
+
+echo "== ansible-playbook playbooks/backup.yml -i $demo/inventory.yml"
+PATH=$(dirname "$python"):$PATH ansible-playbook -i "$demo/inventory.yml" playbooks/backup.yml
+
+echo "== the backup set"
+set_dir=$(readlink -f "$demo/backups/latest")
+ls -la "$set_dir"
+"$python" - "$set_dir/manifest.json" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+print(f"set {m['set']}  authentik {m.get('authentik', {}).get('version')}  platform {m.get('platform')}")
+for f in m["files"]:
+    print(f"  {f['name']:<22} {f['size']:>12} bytes  sha256 {f['sha256'][:16]}...")
+for s in m.get("skipped", []):
+    print(f"  skipped {s.get('part')}: {s.get('reason')}")
+PY
+echo
+echo "Run it again for a second set; 'tests/testbed/demo.sh legacy' for the 2025.2 layout; 'tests/testbed/demo.sh down' to clean up."
