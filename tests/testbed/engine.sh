@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Make sure a Docker engine answers. Starts dockerd (no bridge, no iptables: the test bed runs every container
 # with --network none) when none does. Idempotent. Log: /var/log/akbt-dockerd.log
 set -Eeuo pipefail

@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Build the akbt test bed images from Debian packages: one bookworm rootfs (mmdebstrap) imported as
 #   akbt.local/postgres:15, akbt.local/redis:7,
 #   akbt.local/goauthentik/server:2026.2.2, akbt.local/goauthentik/server:2025.2.4

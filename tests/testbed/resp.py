@@ -50,7 +50,7 @@ def parse_all(data):
             if count < 0:
                 return None, pos
             items = []
-            for _ in range(count):
+            for _i in range(count):
                 item, pos = parse(pos)
                 items.append(item)
             return items, pos

@@ -165,18 +165,18 @@ def redis_commands(seed=42):
     rnd = random.Random(seed)
     cmds = [("FLUSHALL",)]
     for i in range(120):
-        value = bytes(rnd.getrandbits(8) for _ in range(rnd.randint(0, 300)))
+        value = bytes(rnd.getrandbits(8) for _i in range(rnd.randint(0, 300)))
         cmds.append(("SET", f"authentik_cache:str:{i}", value))
     cmds.append(("SET", "binary:all-bytes", bytes(range(256))))
     cmds.append(("SET", b"binary-key-\xff\xfe\x00-nonutf8", b"\x80\x81\xc3\x28 not utf-8"))
     cmds.append(("SET", "ünïcødé key 表", "värde ✓ 🦊"))
     cmds.append(("SET", "key with spaces and\ttab", "line1\nline2\r\n"))
     cmds.append(("SET", "empty-string", b""))
-    cmds.append(("SET", "big:string", bytes(rnd.getrandbits(8) for _ in range(200_000))))
+    cmds.append(("SET", "big:string", bytes(rnd.getrandbits(8) for _i in range(200_000))))
     for i in range(60):
         fields = []
         for j in range(rnd.randint(1, 12)):
-            fields += [f"field {j} ü", bytes(rnd.getrandbits(8) for _ in range(rnd.randint(0, 40)))]
+            fields += [f"field {j} ü", bytes(rnd.getrandbits(8) for _i in range(rnd.randint(0, 40)))]
         cmds.append(("HSET", f"authentik_session:{i:04d}", *fields))
     cmds.append(("HSET", "hash:binary-fields", b"\x00\xff", b"\x01", "ü", "表"))
     for i in range(60):
@@ -184,7 +184,7 @@ def redis_commands(seed=42):
         cmds.append(("RPUSH", f"list:{i}", *items))
     cmds.append(("RPUSH", "list:dupes and binary", "a", "a", b"\xff", "", "a"))
     for i in range(50):
-        members = [f"m{rnd.randint(0, 1000)}" for _ in range(rnd.randint(1, 15))]
+        members = [f"m{rnd.randint(0, 1000)}" for _i in range(rnd.randint(1, 15))]
         cmds.append(("SADD", f"set:{i}", *members))
     cmds.append(("SADD", "set:ünïcødé", "ä", "表", b"\xfe\xff"))
     for i in range(50):
@@ -204,7 +204,7 @@ def redis_commands(seed=42):
 
 
 def _pem(kind, rnd, lines):
-    body = base64.b64encode(bytes(rnd.getrandbits(8) for _ in range(48 * lines))).decode()
+    body = base64.b64encode(bytes(rnd.getrandbits(8) for _i in range(48 * lines))).decode()
     wrapped = "\n".join(body[i : i + 64] for i in range(0, len(body), 64))
     return f"-----BEGIN {kind}-----\n{wrapped}\n-----END {kind}-----\n"
 

@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # akbt test bed: entrypoint of akbt.local/postgres:15, modelled on the official postgres image.
 # Honours POSTGRES_USER (default postgres), POSTGRES_PASSWORD / POSTGRES_PASSWORD_FILE, POSTGRES_DB
 # (default = user), PGDATA, POSTGRES_INITDB_ARGS, POSTGRES_HOST_AUTH_METHOD and AKBT_LOCAL_AUTH
