@@ -172,6 +172,10 @@ from ansible_collections.authentik_ops.backup.plugins.module_utils._sink import 
 MANIFEST = "manifest.json"
 LATEST = "latest"
 KNOWN_KEYS = ("size", "sha256", "compression", "raw_size", "duration")
+# Keys of a module result that say nothing about the backup: Ansible's bookkeeping and file attributes.
+RESULT_NOISE = ("part", "name", "dest", "changed", "failed", "invocation", "plan", "warnings", "deprecations",
+                "diff", "uid", "gid", "owner", "group", "mode", "state", "path", "secontext",
+                "skip_reason", "ansible_facts", "_ansible_no_log")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -253,8 +257,7 @@ def check_part(module, path, entry, verify):
             module.fail_json(msg=f"part {entry.get('part')!r}: sha256 of {file_path} is {digest}, the dump "
                                  f"reported {record['sha256']}: the file changed after it was written")
         record["sha256"] = digest
-    details = {k: v for k, v in entry.items()
-               if k not in KNOWN_KEYS + ("part", "name", "dest", "changed", "failed", "invocation", "plan")}
+    details = {k: v for k, v in entry.items() if k not in KNOWN_KEYS + RESULT_NOISE}
     if details:
         record["details"] = details
     return record
