@@ -97,6 +97,51 @@ class DockerClient:
             raise TransportError(f"inspecting container {container!r}: {self.api_message(parsed, data)}")
         return parsed
 
+    # container lifecycle (restore and restore tests) --------------------------------------------------------
+    def _container_url(self, container, action=""):
+        return f"/containers/{urllib.parse.quote(container, safe='')}{action}"
+
+    def stop_container(self, container, timeout=30):
+        """Stop a container (SIGTERM, then SIGKILL after ``timeout`` seconds). Already stopped is fine."""
+        saved, self.timeout = self.timeout, max(self.timeout, timeout + 30)
+        try:
+            status, parsed, data = self.request("POST", self._container_url(container, "/stop"),
+                                                query={"t": str(int(timeout))})
+        finally:
+            self.timeout = saved
+        if status not in (204, 304):
+            raise TransportError(f"stopping container {container!r}: {self.api_message(parsed, data)}")
+
+    def start_container(self, container):
+        """Start a container. Already running is fine."""
+        status, parsed, data = self.request("POST", self._container_url(container, "/start"))
+        if status not in (204, 304):
+            raise TransportError(f"starting container {container!r}: {self.api_message(parsed, data)}")
+
+    def create_container(self, name, body):
+        """Create a container from an Engine API create body; returns its id."""
+        status, parsed, data = self.request("POST", "/containers/create", body=body, query={"name": name})
+        if status != 201:
+            raise TransportError(f"creating container {name!r} from image {body.get('Image')!r}: "
+                                 f"{self.api_message(parsed, data)}")
+        return parsed["Id"]
+
+    def remove_container(self, container, force=True, volumes=True):
+        """Remove a container (and its anonymous volumes). A missing container is fine."""
+        status, parsed, data = self.request("DELETE", self._container_url(container),
+                                            query={"force": "true" if force else "false",
+                                                   "v": "true" if volumes else "false"})
+        if status not in (204, 404):
+            raise TransportError(f"removing container {container!r}: {self.api_message(parsed, data)}")
+
+    def inspect_image(self, image):
+        status, parsed, data = self.request("GET", f"/images/{urllib.parse.quote(image, safe=':/@')}/json")
+        if status == 404:
+            return None
+        if status != 200:
+            raise TransportError(f"inspecting image {image!r}: {self.api_message(parsed, data)}")
+        return parsed
+
     # exec --------------------------------------------------------------------------------------------------
     def exec_create(self, container, argv, env=None, stdin=False, user=None):
         body = dict(AttachStdout=True, AttachStderr=True, AttachStdin=bool(stdin), Tty=False, Cmd=list(argv))
@@ -353,6 +398,22 @@ class DockerTransport:
     def path_exists(self, path):
         self.inspect()
         return self.client.path_exists(self.container, path)
+
+    def refresh(self):
+        """Forget the cached inspect result (after the container was stopped or started)."""
+        self._info = None
+
+    def stop(self, timeout=30):
+        self.client.stop_container(self.container, timeout=timeout)
+        self._info = None
+
+    def start(self):
+        self.client.start_container(self.container)
+        self._info = None
+
+    def put_archive(self, path, chunks):
+        """Extract a tar stream (iterable of bytes) at ``path`` in the container; works on a stopped one too."""
+        self.client.put_archive(self.container, path, chunks)
 
     def is_mounted(self, path):
         path = path.rstrip("/") or "/"

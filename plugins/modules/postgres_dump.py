@@ -190,55 +190,17 @@ from ansible_collections.authentik_ops.backup.plugins.module_utils._common impor
     transport_argument_spec,
 )
 from ansible_collections.authentik_ops.backup.plugins.module_utils._formats import pg_dumpall_complete
+from ansible_collections.authentik_ops.backup.plugins.module_utils._postgres import (
+    PROBE_SQL,
+    secret_env,
+    shell,
+)
 from ansible_collections.authentik_ops.backup.plugins.module_utils._sink import (
     AtomicSink,
     SinkError,
     compression_problem,
 )
 from ansible_collections.authentik_ops.backup.plugins.module_utils._transport import TransportError
-
-# Runs inside the database container. $1 = user (may be empty), $2 = host, $3 = port, then the command.
-# Credentials come from the container's own environment unless PGPASSWORD was provided by the caller.
-CREDENTIALS_SH = r"""
-u=$1; h=$2; p=$3; shift 3
-super_pw="${POSTGRES_POSTGRES_PASSWORD:-${POSTGRESQL_POSTGRES_PASSWORD:-}}"
-super_pw_file="${POSTGRES_POSTGRES_PASSWORD_FILE:-${POSTGRESQL_POSTGRES_PASSWORD_FILE:-}}"
-if [ -z "$u" ]; then
-  if [ -n "$super_pw$super_pw_file" ]; then u=postgres
-  else u="${POSTGRES_USER:-${POSTGRESQL_USERNAME:-postgres}}"; fi
-fi
-if [ -z "${PGPASSWORD:-}" ]; then
-  if [ "$u" = postgres ] && [ -n "$super_pw" ]; then PGPASSWORD=$super_pw
-  elif [ "$u" = postgres ] && [ -n "$super_pw_file" ] && [ -r "$super_pw_file" ]; then PGPASSWORD=$(cat "$super_pw_file")
-  elif [ -n "${POSTGRES_PASSWORD:-${POSTGRESQL_PASSWORD:-}}" ]; then PGPASSWORD=${POSTGRES_PASSWORD:-$POSTGRESQL_PASSWORD}
-  else
-    f="${POSTGRES_PASSWORD_FILE:-${POSTGRESQL_PASSWORD_FILE:-}}"
-    if [ -n "$f" ] && [ -r "$f" ]; then PGPASSWORD=$(cat "$f"); fi
-  fi
-fi
-if [ -n "${PGPASSWORD:-}" ]; then export PGPASSWORD; fi
-if [ -n "$h" ]; then export PGHOST="$h"; fi
-if [ -n "$p" ]; then export PGPORT="$p"; fi
-export PGUSER="$u"
-"""
-
-PROBE_SQL = (
-    "select json_build_object("
-    "'version', current_setting('server_version'), "
-    "'user', current_user, "
-    "'superuser', (select rolsuper from pg_roles where rolname = current_user), "
-    "'databases', (select json_agg(datname order by datname) from pg_database where datallowconn))"
-)
-
-
-def shell(params, command):
-    """argv running ``command`` (shell text using "$@") after the credential preamble."""
-    return ["sh", "-c", CREDENTIALS_SH + command, "sh", params["user"] or "", params["host"] or "",
-            str(params["port"] or "")]
-
-
-def secret_env(params):
-    return {"PGPASSWORD": params["password"]} if params["password"] else None
 
 
 def probe(module, transport):

@@ -1,0 +1,238 @@
+# Copyright (c) authentik_ops.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# This module_utils is PRIVATE to authentik_ops.backup. It is not a public interface and may change at any time.
+
+"""Member-safety rules for tar archives that are restored into a container (path_restore, backup_verify).
+
+An archive is checked completely, in stream mode, before a single byte is written anywhere. Refused:
+
+- absolute member names and names with a ``..`` component;
+- members whose first component is not one of the allowed top-level names (when they are given);
+- members below a path that the archive itself makes a symlink (extraction would follow it);
+- symlinks with an absolute target, or whose target resolves (through the archive's own symlinks) outside the
+  member's top-level directory;
+- hardlinks whose target is absolute, has ``..``, lies in another top-level directory or is not an earlier
+  regular-file member of the archive;
+- device nodes, fifos and any other member type than regular file, directory, symlink and hardlink.
+
+The archive is then sent as a *rebuilt* stream (:func:`rebuild`): the same members, header by header, from the
+validated metadata, so nothing but what was checked reaches the target.
+"""
+
+from __future__ import annotations
+
+import tarfile
+
+from ansible_collections.authentik_ops.backup.plugins.module_utils._formats import TarWalker
+
+CHUNK = 1 << 20
+MAX_LINK_DEPTH = 40
+
+
+class TarSafetyError(Exception):
+    """The archive is unsafe or unreadable; the message names the member."""
+
+
+def _components(name):
+    return [part for part in name.split("/") if part not in ("", ".")]
+
+
+def normalize(name):
+    """The member name as a list of components; ValueError (with the reason) when it is unsafe by itself."""
+    if name.startswith("/"):
+        raise ValueError("absolute member name")
+    parts = _components(name)
+    if ".." in parts:
+        raise ValueError("'..' component in the name")
+    if not parts:
+        raise ValueError("empty member name")
+    return parts
+
+
+class _Tee:
+    """File object that passes reads through and feeds the bytes to a TarWalker (to see the end marker)."""
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.walker = TarWalker()
+        self.error = None
+
+    def read(self, size=-1):
+        data = self.raw.read(size)
+        if data and not self.walker.complete and self.error is None:
+            try:
+                self.walker.feed(data)
+            except ValueError as exc:  # bad header checksum: tarfile reports it too, in its own words
+                self.error = str(exc)
+        return data
+
+
+class ArchiveSummary:
+    def __init__(self):
+        self.members = 0
+        self.tops = []
+        self.files = 0
+        self.dirs = 0
+        self.symlinks = 0
+        self.hardlinks = 0
+        self.data_bytes = 0
+
+    def as_dict(self):
+        return dict(members=self.members, top_level=list(self.tops), files=self.files, directories=self.dirs,
+                    symlinks=self.symlinks, hardlinks=self.hardlinks, data_bytes=self.data_bytes)
+
+
+def _resolve(start_parts, target, symlinks, depth=0):
+    """Resolve ``target`` lexically from the directory ``start_parts``, following the archive's own symlinks.
+
+    Returns the resulting component list, or None when it climbs above the archive root.
+    """
+    if depth > MAX_LINK_DEPTH:
+        return None
+    if target.startswith("/"):
+        return None
+    parts = list(start_parts)
+    for component in target.split("/"):
+        if component in ("", "."):
+            continue
+        if component == "..":
+            if not parts:
+                return None
+            parts.pop()
+            continue
+        parts.append(component)
+        key = "/".join(parts)
+        if key in symlinks:
+            resolved = _resolve(parts[:-1], symlinks[key], symlinks, depth + 1)
+            if resolved is None:
+                return None
+            parts = resolved
+    return parts
+
+
+def validate_stream(fileobj, allowed_tops=None):
+    """Read a whole tar stream (``r|``) and apply the rules of this module's docstring.
+
+    ``allowed_tops``: the allowed first components, or None to allow any. Returns an ArchiveSummary; raises
+    TarSafetyError on the first problem, naming the member.
+    """
+    allowed = set(allowed_tops) if allowed_tops is not None else None
+    summary = ArchiveSummary()
+    tee = _Tee(fileobj)
+    symlinks = {}
+    regular = set()
+    seen_tops = []
+    try:
+        tar = tarfile.open(fileobj=tee, mode="r|", format=tarfile.PAX_FORMAT, encoding="utf-8",
+                           errors="surrogateescape")
+    except tarfile.TarError as exc:
+        raise TarSafetyError(f"not a readable tar archive: {exc}") from exc
+    try:
+        for member in tar:
+            name = member.name
+            try:
+                parts = normalize(name)
+            except ValueError as exc:
+                raise TarSafetyError(f"member {name!r}: {exc}") from None
+            top = parts[0]
+            if allowed is not None and top not in allowed:
+                raise TarSafetyError(f"member {name!r}: outside the expected top-level names "
+                                     f"({', '.join(sorted(allowed)) or 'none'})")
+            for depth in range(1, len(parts)):
+                prefix = "/".join(parts[:depth])
+                if prefix in symlinks:
+                    raise TarSafetyError(f"member {name!r}: lies below {prefix!r}, which the archive makes a "
+                                         "symlink; extracting it would follow the link")
+            key = "/".join(parts)
+            if member.issym():
+                target = member.linkname
+                if target.startswith("/"):
+                    raise TarSafetyError(f"member {name!r}: symlink with an absolute target {target!r}")
+                symlinks[key] = target
+                summary.symlinks += 1
+            elif member.islnk():
+                target = member.linkname
+                try:
+                    target_parts = normalize(target)
+                except ValueError as exc:
+                    raise TarSafetyError(f"member {name!r}: hardlink target {target!r}: {exc}") from None
+                if target_parts[0] != top:
+                    raise TarSafetyError(f"member {name!r}: hardlink to {target!r} outside its top-level "
+                                         f"directory {top!r}")
+                if "/".join(target_parts) not in regular:
+                    raise TarSafetyError(f"member {name!r}: hardlink to {target!r}, which is not an earlier "
+                                         "regular file of the archive")
+                summary.hardlinks += 1
+            elif member.isreg():
+                regular.add(key)
+                summary.files += 1
+                summary.data_bytes += member.size
+            elif member.isdir():
+                summary.dirs += 1
+            else:
+                kind = ("character device" if member.ischr() else "block device" if member.isblk()
+                        else "fifo" if member.isfifo() else f"type {member.type!r}")
+                raise TarSafetyError(f"member {name!r}: {kind} members are not restored")
+            if key in symlinks and not member.issym():
+                del symlinks[key]  # a later member replaces the link
+            if top not in seen_tops:
+                seen_tops.append(top)
+            summary.members += 1
+    except tarfile.TarError as exc:
+        raise TarSafetyError(f"the tar archive is damaged or truncated after {summary.members} members: "
+                             f"{exc}") from exc
+    finally:
+        tar.close()
+    for key, target in symlinks.items():
+        parts = key.split("/")
+        resolved = _resolve(parts[:-1], target, symlinks)
+        if resolved is None or not resolved or resolved[0] != parts[0]:
+            raise TarSafetyError(f"member {key!r}: symlink to {target!r} resolves outside its top-level "
+                                 f"directory {parts[0]!r}")
+    if tee.error:
+        raise TarSafetyError(f"the archive is damaged after {summary.members} members: {tee.error}")
+    if not tee.walker.complete:
+        raise TarSafetyError(f"the tar archive ends after {summary.members} members without the end-of-archive "
+                             "marker: it is truncated")
+    summary.tops = seen_tops
+    return summary
+
+
+def rebuild(fileobj, tops=None, chunk=CHUNK, skip_top_dirs=False):
+    """Yield a new tar stream with the members of ``fileobj`` (only those under ``tops`` when given).
+
+    Headers are written from the parsed metadata (PAX format), regular files' data is copied in chunks.
+    ``skip_top_dirs`` leaves out the entries of the top-level directories themselves (the mount points, whose
+    owner and mode an unprivileged ``tar`` cannot set). Call it only on an archive :func:`validate_stream` accepted.
+    """
+    wanted = set(tops) if tops is not None else None
+    tar = tarfile.open(fileobj=fileobj, mode="r|", encoding="utf-8", errors="surrogateescape")
+    try:
+        for member in tar:
+            parts = normalize(member.name)
+            if wanted is not None and parts[0] not in wanted:
+                continue
+            if skip_top_dirs and len(parts) == 1 and member.isdir():
+                continue
+            member.name = "/".join(parts) + ("/" if member.isdir() else "")
+            if member.islnk():
+                member.linkname = "/".join(normalize(member.linkname))
+            member.pax_headers = {}  # regenerated by tobuf from the checked attributes where needed
+            yield member.tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8", errors="surrogateescape")
+            if member.isreg() and member.size:
+                source = tar.extractfile(member)
+                remaining = member.size
+                while remaining:
+                    block = source.read(min(chunk, remaining))
+                    if not block:
+                        raise TarSafetyError(f"member {member.name!r}: data ends early")
+                    remaining -= len(block)
+                    yield block
+                padding = (-member.size) % tarfile.BLOCKSIZE
+                if padding:
+                    yield bytes(padding)
+    finally:
+        tar.close()
+    yield bytes(2 * tarfile.BLOCKSIZE)

@@ -1,0 +1,571 @@
+#!/usr/bin/python
+# Copyright (c) authentik_ops.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: backup_verify
+short_description: Check an authentik backup set without touching any deployment
+version_added: 0.1.0
+description:
+  - Reads the set's C(manifest.json) and checks every file it lists. A set without a manifest is incomplete and
+    fails the check.
+  - For each file, the size and SHA-256 recorded in the manifest are compared with the file on disk, and the
+    compressed stream must decompress completely (no truncated or corrupt gzip member or zstd frame).
+  - With O(check_formats=true) the content is checked by part. A PostgreSQL dump must carry pg_dumpall's header and
+    its completion trailer. A Redis RDB must have a valid header, EOF opcode and CRC64. A tar archive must walk
+    completely to its end-of-archive marker and pass the same member-safety rules as
+    M(authentik_ops.backup.path_restore) (no absolute names, no C(..), no escaping symlinks or hardlinks, no
+    devices or fifos, only the top-level names of the archived paths when the manifest records them).
+  - Files in the set directory that the manifest does not list are reported as warnings.
+  - With O(restore_test=true) the PostgreSQL dump is also restored into a throw-away PostgreSQL container on the
+    Docker host the module runs on (no network, a random superuser password in its environment, a superuser name
+    that is not in the dump), the databases and their tables are counted, and the container and its anonymous
+    volumes are removed whatever happens.
+  - The set itself is only read.
+author:
+  - authentik_ops maintainers (@authentik-ops)
+extends_documentation_fragment:
+  - authentik_ops.backup._common
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Runs the same read-only checks. No restore-test container is created.
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+    details:
+      - Never changes anything; the task never reports a change.
+options:
+  path:
+    description:
+      - Directory of the set to check. Mutually exclusive with O(dest).
+    type: path
+  dest:
+    description:
+      - Directory holding the sets; the set is O(dest)/O(name). Mutually exclusive with O(path).
+    type: path
+  name:
+    description:
+      - Name of the set in O(dest). V(latest) follows the C(latest) symlink to the newest complete set.
+    type: str
+    default: latest
+  check_formats:
+    description:
+      - Check the content of each file by its part (see the description), besides size, checksum and compression.
+    type: bool
+    default: true
+  fail_on_error:
+    description:
+      - Fail the task when a problem is found. With V(false) the result reports RV(ok=false) and the problems.
+    type: bool
+    default: true
+  restore_test:
+    description:
+      - Restore the PostgreSQL dump into a throw-away container (see the description). Needs the Docker engine on
+        the host the module runs on and the image O(image) present there (it is not pulled).
+    type: bool
+    default: false
+  image:
+    description:
+      - PostgreSQL image of the restore test. It must honour C(POSTGRES_USER), C(POSTGRES_PASSWORD) and
+        C(POSTGRES_DB) like the official image.
+      - Defaults to the database image the manifest records in C(source.containers.postgresql.image).
+    type: str
+  restore_timeout:
+    description:
+      - Seconds the restore test waits for the throw-away server to accept connections.
+    type: int
+    default: 180
+  docker_host:
+    description:
+      - The Docker daemon socket for O(restore_test), as V(unix:///path).
+      - If not set, the value of the E(DOCKER_HOST) environment variable is used, else V(unix:///var/run/docker.sock).
+    type: str
+    default: unix:///var/run/docker.sock
+  api_timeout:
+    description:
+      - Timeout in seconds for a single Docker API call.
+    type: int
+    default: 60
+seealso:
+  - module: authentik_ops.backup.backup_set
+  - module: authentik_ops.backup.postgres_restore
+  - module: authentik_ops.backup.path_restore
+"""
+
+EXAMPLES = r"""
+- name: Check the newest complete set
+  authentik_ops.backup.backup_verify:
+    dest: /var/backups/authentik
+
+- name: Check one set and restore its database into a throw-away container
+  authentik_ops.backup.backup_verify:
+    path: /var/backups/authentik/authentik-20261130T020000Z
+    restore_test: true
+    image: docker.io/library/postgres:16-alpine
+
+- name: Report problems without failing
+  authentik_ops.backup.backup_verify:
+    dest: /var/backups/authentik
+    name: authentik-20261130T020000Z
+    fail_on_error: false
+  register: verify
+"""
+
+RETURN = r"""
+ok:
+  description: Whether the set passed every check.
+  returned: always
+  type: bool
+  sample: true
+set_path:
+  description: Directory of the checked set (the target of C(latest) when O(name=latest)).
+  returned: always
+  type: str
+  sample: /var/backups/authentik/authentik-20261130T020000Z
+set:
+  description: Name of the checked set.
+  returned: always
+  type: str
+  sample: authentik-20261130T020000Z
+problems:
+  description: What failed, one line each.
+  returned: always
+  type: list
+  elements: str
+  sample: ["postgres.sql.zst: sha256 differs from the manifest"]
+warnings_found:
+  description: Findings that do not fail the check, such as files the manifest does not list.
+  returned: always
+  type: list
+  elements: str
+  sample: ["notes.txt: in the set directory but not in the manifest"]
+files:
+  description: The result for each file of the manifest.
+  returned: when the manifest could be read
+  type: list
+  elements: dict
+  sample:
+    - {name: postgres.sql.zst, part: postgres, ok: true, size: 1234, sha256: "9f86...", format: pg_dumpall,
+       problems: [], details: {raw_size: 5678}}
+authentik:
+  description: The authentik version, image and layout the manifest records.
+  returned: when the manifest could be read
+  type: dict
+  sample: {version: "2026.2.2", image: "ghcr.io/goauthentik/server:2026.2.2", layout: current}
+platform:
+  description: Platform of the backed-up deployment as the manifest records it.
+  returned: when the manifest could be read
+  type: str
+  sample: docker
+manifest:
+  description: Format, set name, times and collection version from the manifest.
+  returned: when the manifest could be read
+  type: dict
+  sample: {format: 1, started_at: "2026-11-30T02:00:00Z", completed_at: "2026-11-30T02:00:09Z"}
+restore_test:
+  description: Outcome of O(restore_test).
+  returned: when O(restore_test=true)
+  type: dict
+  sample: {ok: true, image: "postgres:16-alpine", container: authentik-verify-1a2b3c, databases: {authentik: 180},
+           duration: 12.5}
+"""
+
+import hashlib
+import json
+import os
+import posixpath
+import secrets
+import time
+
+from ansible.module_utils.basic import AnsibleModule, env_fallback
+
+from ansible_collections.authentik_ops.backup.plugins.module_utils._common import (
+    DEFAULT_DOCKER_HOST,
+    Stopwatch,
+    excerpt,
+)
+from ansible_collections.authentik_ops.backup.plugins.module_utils._formats import RdbChecker
+from ansible_collections.authentik_ops.backup.plugins.module_utils._postgres import (
+    PROBE_SQL,
+    PSQL_MEANING,
+    restore_dump,
+    shell,
+)
+from ansible_collections.authentik_ops.backup.plugins.module_utils._restore import (
+    DumpCheck,
+    RestoreError,
+    compression_of,
+    count_dump,
+    decode_strict,
+)
+from ansible_collections.authentik_ops.backup.plugins.module_utils._tarsafe import TarSafetyError, validate_stream
+from ansible_collections.authentik_ops.backup.plugins.module_utils._transport import TransportError
+
+MANIFEST = "manifest.json"
+LATEST = "latest"
+RAW_CHUNK = 256 * 1024
+TABLES_SQL = ("select count(*) from pg_catalog.pg_tables "
+              "where schemaname not in ('pg_catalog', 'information_schema')")
+DATABASES_SQL = ("select coalesce(json_agg(datname order by datname), '[]') from pg_database "
+                 "where not datistemplate and datname <> 'postgres'")
+
+
+class _RawReader:
+    """Reads a file in chunks, hashing and counting the bytes on disk."""
+
+    def __init__(self, path):
+        self.path = path
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def chunks(self):
+        with open(self.path, "rb") as handle:
+            while True:
+                block = handle.read(RAW_CHUNK)
+                if not block:
+                    return
+                self.sha.update(block)
+                self.size += len(block)
+                yield block
+
+
+class _ChunkFile:
+    """A read()-able file object over a generator of bytes (for tarfile's stream mode)."""
+
+    def __init__(self, chunks):
+        self.chunks = iter(chunks)
+        self.buffer = b""
+        self.pos = 0
+
+    def read(self, size=-1):
+        parts = []
+        wanted = size
+        while wanted != 0:
+            if self.pos >= len(self.buffer):
+                self.buffer, self.pos = next(self.chunks, b""), 0
+                if not self.buffer:
+                    break
+            take = len(self.buffer) - self.pos if wanted < 0 else min(wanted, len(self.buffer) - self.pos)
+            parts.append(self.buffer[self.pos:self.pos + take])
+            self.pos += take
+            if wanted > 0:
+                wanted -= take
+        return b"".join(parts)
+
+    def drain(self):
+        for block in self.chunks:
+            del block
+        self.buffer, self.pos = b"", 0
+
+
+def kind_of(entry):
+    part = str(entry.get("part") or "")
+    name = entry.get("name") or ""
+    if part == "postgres" or name.startswith("postgres.sql"):
+        return "pg_dumpall"
+    if part == "redis" or name.startswith("redis.rdb"):
+        return "rdb"
+    if ".tar" in name:
+        return "tar"
+    return None
+
+
+def allowed_tops(entry):
+    """Top-level names a tar part may hold, from the paths the manifest says were archived; None if unknown."""
+    details = entry.get("details") or {}
+    archived = details.get("archived")
+    if not isinstance(archived, list) or not archived:
+        return None
+    local = isinstance(details.get("target"), dict) and details["target"].get("platform") == "local"
+    tops = set()
+    for path in archived:
+        parts = [p for p in str(path).split("/") if p not in ("", ".")]
+        if parts:
+            tops.add(parts[0] if local else posixpath.basename(posixpath.normpath(str(path))))
+    return tops or None
+
+
+def check_content(kind, chunks, entry, record):
+    """Consume the decompressed ``chunks`` with the format check of ``kind``; returns a problem or None."""
+    if kind == "pg_dumpall":
+        check = DumpCheck()
+        for block in check.watch(chunks):
+            del block
+        record["details"]["raw_size"] = check.size
+        return check.problem()
+    if kind == "rdb":
+        checker = RdbChecker()
+        for block in chunks:
+            checker.feed(block)
+        ok, message, version = checker.finish()
+        record["details"].update(raw_size=checker.size, rdb_version=version, rdb_check=message)
+        return None if ok else message
+    if kind == "tar":
+        stream = _ChunkFile(chunks)
+        try:
+            summary = validate_stream(stream, allowed_tops=allowed_tops(entry))
+        except TarSafetyError as exc:
+            stream.drain()
+            return str(exc)
+        stream.drain()
+        record["details"].update(summary.as_dict())
+        return None
+    for block in chunks:
+        del block
+    return None
+
+
+def verify_file(set_path, entry, check_formats):
+    name = entry.get("name") if isinstance(entry, dict) else None
+    record = dict(name=name, part=entry.get("part") if isinstance(entry, dict) else None, ok=False, problems=[],
+                  details={})
+    problems = record["problems"]
+    if not name or "/" in name or name in (MANIFEST, LATEST, ".", ".."):
+        problems.append(f"manifest entry {entry!r} has no valid file name")
+        return record
+    path = os.path.join(set_path, name)
+    if not os.path.lexists(path):
+        problems.append(f"{name}: listed in the manifest but missing")
+        return record
+    if os.path.islink(path) or not os.path.isfile(path):
+        problems.append(f"{name}: not a regular file")
+        return record
+    compression = entry.get("compression") or compression_of(name)
+    kind = kind_of(entry) if check_formats else None
+    record.update(format=kind or "none", compression=compression)
+    raw = _RawReader(path)
+    try:
+        problem = check_content(kind, decode_strict(raw.chunks(), compression), entry, record)
+        if problem:
+            problems.append(f"{name}: {problem}")
+    except RestoreError as exc:
+        problems.append(f"{name}: {exc}")
+    except OSError as exc:
+        problems.append(f"{name}: cannot be read: {exc}")
+    if raw.size < os.path.getsize(path):  # a check stopped early: hash the rest for the checksum
+        with open(path, "rb") as handle:
+            raw.sha = hashlib.sha256()
+            while True:
+                block = handle.read(RAW_CHUNK)
+                if not block:
+                    break
+                raw.sha.update(block)
+            raw.size = os.path.getsize(path)
+    record.update(size=raw.size, sha256=raw.sha.hexdigest())
+    if entry.get("size") is not None and int(entry["size"]) != raw.size:
+        problems.append(f"{name}: {raw.size} bytes on disk, the manifest says {entry['size']}")
+    if not entry.get("sha256"):
+        problems.append(f"{name}: the manifest records no sha256")
+    elif entry["sha256"] != record["sha256"]:
+        problems.append(f"{name}: sha256 {record['sha256']} differs from the manifest's {entry['sha256']}")
+    record["ok"] = not problems
+    return record
+
+
+def resolve_set(module):
+    params = module.params
+    if params["path"]:
+        path = params["path"]
+    else:
+        path = os.path.join(params["dest"], params["name"])
+        if params["name"] == LATEST:
+            if not os.path.islink(path):
+                module.fail_json(msg=f"{path} does not exist or is not a symlink: there is no complete set in "
+                                     f"{params['dest']} yet", ok=False, set_path=path)
+            path = os.path.realpath(path)
+    path = os.path.abspath(path)
+    if not os.path.isdir(path):
+        module.fail_json(msg=f"{path} is not a backup set directory", ok=False, set_path=path, problems=[])
+    return path
+
+
+def manifest_image(manifest):
+    containers = (manifest.get("source") or {}).get("containers") or {}
+    database = containers.get("postgresql") if isinstance(containers, dict) else None
+    if isinstance(database, dict):
+        return database.get("image")
+    return None
+
+
+def restore_test(module, set_path, manifest, files):
+    """Restore the set's dump into a throw-away container; returns the outcome dict (never raises)."""
+    from ansible_collections.authentik_ops.backup.plugins.module_utils._docker_api import (
+        DockerClient,
+        DockerTransport,
+    )
+
+    params = module.params
+    outcome = dict(ok=False)
+    dumps = [f for f in files if f.get("format") == "pg_dumpall" or f.get("part") == "postgres"]
+    if not dumps:
+        outcome["problem"] = "the set has no PostgreSQL dump to restore"
+        return outcome
+    image = params["image"] or manifest_image(manifest)
+    if not image:
+        module.fail_json(msg="restore_test: the manifest records no database image (source.containers.postgresql"
+                             ".image); set image to a PostgreSQL image present on this Docker host")
+    outcome["image"] = image
+    src = os.path.join(set_path, dumps[0]["name"])
+    name = f"authentik-verify-{secrets.token_hex(6)}"
+    user = f"akbt_verify_{secrets.token_hex(4)}"
+    outcome.update(container=name, user=user)
+    watch = Stopwatch()
+    client = None
+    try:
+        client = DockerClient(params["docker_host"] or DEFAULT_DOCKER_HOST, timeout=params["api_timeout"])
+        if client.inspect_image(image) is None:
+            raise TransportError(f"image {image!r} is not present on this Docker host (it is not pulled); load it "
+                                 "or set image")
+        body = dict(Image=image,
+                    Env=[f"POSTGRES_USER={user}", f"POSTGRES_PASSWORD={secrets.token_urlsafe(24)}",
+                         "POSTGRES_DB=postgres"],
+                    Labels={"authentik_ops.backup.restore_test": "true"},
+                    HostConfig=dict(NetworkMode="none"))
+        client.create_container(name, body)
+        client.start_container(name)
+        transport = DockerTransport(name, params["docker_host"] or DEFAULT_DOCKER_HOST, timeout=params["api_timeout"])
+        pg = dict(user=user, host="127.0.0.1", port=None, password=None)
+        wait_postgres(transport, pg, time.monotonic() + params["restore_timeout"])
+        compression = compression_of(src, dumps[0].get("compression") or "auto")
+        size, removed, check = count_dump(src, compression, user)
+        problem = check.problem()
+        if problem:
+            raise RestoreError(problem)
+        result, feed, role_filter, check = restore_dump(transport, pg, src, compression, user, size)
+        if feed.error is not None:
+            raise RestoreError(f"reading {src} failed: {feed.error}")
+        if not result.complete or result.exit_code != 0:
+            raise RestoreError(f"psql exited with status {result.exit_code} "
+                               f"({result.problem or PSQL_MEANING.get(result.exit_code, 'error')}): "
+                               f"{excerpt(result.stderr, 1000)}")
+        databases = {}
+        for database in json.loads(query(transport, pg, "template1", DATABASES_SQL) or "[]"):
+            databases[database] = int(query(transport, pg, database, TABLES_SQL))
+        outcome.update(ok=True, databases=databases, bytes=size)
+        expected = set()
+        for entry in manifest.get("files") or []:
+            if isinstance(entry, dict) and entry.get("name") == dumps[0]["name"]:
+                expected = set((entry.get("details") or {}).get("databases") or [])
+        missing = sorted(expected - set(databases))
+        if missing:
+            outcome.update(ok=False, problem=f"databases missing after the restore: {', '.join(missing)}")
+    except (TransportError, RestoreError, OSError, ValueError) as exc:
+        outcome["problem"] = str(exc)
+    finally:
+        if client is not None:
+            try:
+                client.remove_container(name, force=True, volumes=True)
+                outcome["removed"] = True
+            except TransportError as exc:
+                outcome["removed"] = False
+                outcome["problem"] = (outcome.get("problem", "") + f"; removing container {name} failed: {exc}"
+                                      ).lstrip("; ")
+    outcome["duration"] = watch.elapsed
+    return outcome
+
+
+def query(transport, pg, database, sql):
+    argv = shell(pg, 'exec psql -X -A -t -q -v ON_ERROR_STOP=1 -d "$1" -c "$2"') + [database, sql]
+    result = transport.exec_capture(argv)
+    if not result.ok:
+        raise RestoreError(f"psql in {transport.describe()} failed ({result.problem or result.exit_code}): "
+                           f"{excerpt(result.stderr, 500)}")
+    return result.stdout.decode("utf-8").strip()
+
+
+def wait_postgres(transport, pg, deadline):
+    """Wait until the final server answers over TCP (the entrypoint's init server listens on no TCP port)."""
+    last = "no answer yet"
+    while True:
+        try:
+            transport.refresh()
+            query(transport, pg, "template1", PROBE_SQL)
+            return
+        except (TransportError, RestoreError) as exc:
+            last = str(exc)
+        if time.monotonic() > deadline:
+            raise RestoreError(f"the throw-away PostgreSQL did not accept connections in time (last: {last})")
+        time.sleep(0.5)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            path=dict(type="path"),
+            dest=dict(type="path"),
+            name=dict(type="str", default=LATEST),
+            check_formats=dict(type="bool", default=True),
+            fail_on_error=dict(type="bool", default=True),
+            restore_test=dict(type="bool", default=False),
+            image=dict(type="str"),
+            restore_timeout=dict(type="int", default=180),
+            docker_host=dict(type="str", default=DEFAULT_DOCKER_HOST, fallback=(env_fallback, ["DOCKER_HOST"])),
+            api_timeout=dict(type="int", default=60),
+        ),
+        mutually_exclusive=[("path", "dest")],
+        required_one_of=[("path", "dest")],
+        supports_check_mode=True,
+    )
+    params = module.params
+    if params["name"] in ("", ".", "..") or "/" in params["name"]:
+        module.fail_json(msg=f"name {params['name']!r}: give the name of a set directory in dest, or latest")
+    set_path = resolve_set(module)
+    result = dict(changed=False, ok=False, set_path=set_path, set=os.path.basename(set_path), problems=[],
+                  warnings_found=[])
+    problems, warnings = result["problems"], result["warnings_found"]
+
+    manifest_path = os.path.join(set_path, MANIFEST)
+    manifest = None
+    if not os.path.isfile(manifest_path):
+        problems.append(f"{MANIFEST} is missing: the set is incomplete and is not a backup")
+    else:
+        try:
+            with open(manifest_path, "rb") as handle:
+                manifest = json.loads(handle.read().decode("utf-8"))
+            if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list):
+                raise ValueError("it has no list of files")
+        except (OSError, ValueError) as exc:
+            problems.append(f"{MANIFEST} cannot be read: {exc}")
+            manifest = None
+
+    if manifest is not None:
+        if manifest.get("format") != 1:
+            warnings.append(f"{MANIFEST}: format {manifest.get('format')!r}, this module knows format 1")
+        files = [verify_file(set_path, entry if isinstance(entry, dict) else {}, params["check_formats"])
+                 for entry in manifest["files"]]
+        for record in files:
+            problems.extend(record["problems"])
+        listed = {record["name"] for record in files if record.get("name")}
+        for entry in sorted(os.listdir(set_path)):
+            if entry != MANIFEST and entry not in listed:
+                warnings.append(f"{entry}: in the set directory but not in the manifest")
+        result.update(files=files, authentik=manifest.get("authentik") or {}, platform=manifest.get("platform"),
+                      manifest={key: manifest.get(key) for key in ("format", "set", "started_at", "completed_at",
+                                                                   "collection_version")})
+        if params["restore_test"]:
+            if module.check_mode:
+                result["restore_test"] = dict(ok=None, skipped="check mode: no container is created")
+            elif problems:
+                result["restore_test"] = dict(ok=False, skipped="the set failed its checks; nothing was restored")
+            else:
+                outcome = restore_test(module, set_path, manifest, files)
+                result["restore_test"] = outcome
+                if not outcome.get("ok"):
+                    problems.append(f"restore test: {outcome.get('problem')}")
+
+    result["ok"] = not problems
+    for warning in warnings:
+        module.warn(warning)
+    if problems and params["fail_on_error"]:
+        module.fail_json(msg=f"backup set {set_path} failed verification: {'; '.join(problems)}", **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,319 @@
+#!/usr/bin/python
+# Copyright (c) authentik_ops.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: postgres_restore
+short_description: Stream a pg_dumpall file into authentik's PostgreSQL in a container or pod
+version_added: 0.1.0
+description:
+  - Restores a dump written by M(authentik_ops.backup.postgres_dump) (C(.sql), C(.sql.gz) or C(.sql.zst)) by
+    streaming it into C(psql -X -q -v ON_ERROR_STOP=1) inside the database container (Docker) or pod (Kubernetes).
+    The file is decompressed on the host the module runs on and sent through the exec's standard input in chunks;
+    memory use does not grow with the size of the dump, and nothing is written inside the container.
+  - The dump is read twice. The first pass decompresses it completely, checks pg_dumpall's header and completion
+    trailer and counts the bytes to send; a damaged or truncated file is refused before the database is touched.
+    The second pass sends exactly that many bytes into C(head -c <bytes> | psql ...), so the command ends on its own
+    also where the transport cannot close standard input (Kubernetes). A file that changes between the passes fails
+    the task.
+  - A C(pg_dumpall --clean) script drops and creates every role, including the one C(psql) is connected as, which
+    PostgreSQL refuses (C(current user cannot be dropped), C(role already exists)). With
+    O(filter_current_role=true) exactly the C(DROP ROLE) and C(CREATE ROLE) statements of the connected role are
+    left out, and only in the global section before the first C(\connect) line; its C(ALTER ROLE) (attributes and
+    password) is kept. Data lines are never changed.
+  - The connection uses the same credentials as M(authentik_ops.backup.postgres_dump), that is the superuser found
+    in the container's own environment, or O(user) and O(password).
+  - The databases of the dump are dropped and recreated. Stop authentik's server and worker first, because C(DROP DATABASE)
+    fails while they are connected.
+author:
+  - authentik_ops maintainers (@authentik-ops)
+extends_documentation_fragment:
+  - authentik_ops.backup._common
+  - authentik_ops.backup._common.transport
+  - kubernetes.core.k8s_auth_options
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Reads and decompresses the whole file, checks header and trailer, checks that the target runs and that
+        C(psql) answers, and reports the plan in RV(plan). The database is not changed.
+  diff_mode:
+    support: none
+  idempotent:
+    support: none
+    details:
+      - Every run drops and recreates the dumped databases and reports a change.
+options:
+  src:
+    description:
+      - Path of the dump file on the host the module runs on.
+    type: path
+    required: true
+  compression:
+    description:
+      - Codec of O(src). V(auto) decides by the suffix (C(.zst), C(.gz), else none).
+    type: str
+    choices: [auto, none, gzip, zstd]
+    default: auto
+  database:
+    description:
+      - Database C(psql) connects to first. The dump's C(\connect) lines switch to the dumped databases.
+      - It must not be one of the dumped databases (it is dropped by the script).
+    type: str
+    default: postgres
+  user:
+    description:
+      - Database role to restore as. It must be a superuser.
+      - Defaults to the role found in the container's environment, as for M(authentik_ops.backup.postgres_dump).
+    type: str
+  password:
+    description:
+      - Password of O(user), when the server requires one and the container's environment does not provide it.
+      - Passed as E(PGPASSWORD) in the exec environment (Docker) or on the exec's standard input before the dump
+        (Kubernetes); never on a command line.
+    type: str
+  host:
+    description:
+      - Host name or socket directory C(psql) connects to inside the container (E(PGHOST)).
+    type: str
+  port:
+    description:
+      - Port C(psql) connects to inside the container (E(PGPORT)).
+    type: int
+  filter_current_role:
+    description:
+      - Leave out the C(DROP ROLE) and C(CREATE ROLE) statements of the connected role in the dump's global section
+        (see the description). Without it such a dump stops at the first of them.
+    type: bool
+    default: true
+notes:
+  - Needs C(sh), C(head) and C(psql) in the container.
+  - C(psql) runs with C(ON_ERROR_STOP), so the first failing statement ends the restore with exit status 3 and the task
+    fails with the end of C(psql)'s error output. Statements before it have been applied.
+seealso:
+  - module: authentik_ops.backup.postgres_dump
+  - module: authentik_ops.backup.backup_verify
+"""
+
+EXAMPLES = r"""
+- name: Restore authentik's database of a Compose deployment (server and worker stopped)
+  authentik_ops.backup.postgres_restore:
+    container: authentik-postgresql-1
+    src: /var/backups/authentik/latest/postgres.sql.zst
+
+- name: Restore into the database pod of the Helm chart
+  authentik_ops.backup.postgres_restore:
+    platform: kubernetes
+    namespace: authentik
+    pod: authentik-postgresql-0
+    src: /var/backups/authentik/authentik-20261130T020000Z/postgres.sql.gz
+
+- name: Check a dump and the target without changing anything
+  authentik_ops.backup.postgres_restore:
+    container: authentik-postgresql-1
+    src: /var/backups/authentik/latest/postgres.sql.zst
+  check_mode: true
+"""
+
+RETURN = r"""
+src:
+  description: Path of the dump file.
+  returned: always
+  type: str
+  sample: /var/backups/authentik/latest/postgres.sql.zst
+raw_size:
+  description: Bytes sent to C(psql) (the decompressed dump without the filtered statements).
+  returned: success
+  type: int
+  sample: 41943040
+duration:
+  description: Seconds the restore took (second pass).
+  returned: success and not check mode
+  type: float
+  sample: 8.2
+throughput:
+  description: Bytes per second sent to C(psql).
+  returned: success and not check mode
+  type: int
+  sample: 5000000
+rc:
+  description: Exit status of C(psql).
+  returned: when psql ran
+  type: int
+  sample: 0
+stderr_excerpt:
+  description: The end of C(psql)'s error output (bounded).
+  returned: when psql ran
+  type: str
+  sample: ""
+filtered_statements:
+  description: Statements of the connected role that were left out (see O(filter_current_role)).
+  returned: success
+  type: list
+  elements: str
+  sample: ["DROP ROLE IF EXISTS authentik;", "CREATE ROLE authentik;"]
+databases:
+  description: Databases of the cluster after the restore (in check mode, before it).
+  returned: success
+  type: list
+  elements: str
+  sample: [authentik, postgres, template1]
+server_version:
+  description: Version of the PostgreSQL server.
+  returned: success
+  type: str
+  sample: "16.4"
+user:
+  description: Role the restore ran as.
+  returned: success
+  type: str
+  sample: authentik
+superuser:
+  description: Whether RV(user) is a superuser.
+  returned: success
+  type: bool
+  sample: true
+target:
+  description: The container or pod.
+  returned: success
+  type: dict
+  sample: {platform: docker, container: authentik-postgresql-1, image: "docker.io/library/postgres:16-alpine"}
+plan:
+  description: What the module would do, in check mode.
+  returned: check mode
+  type: dict
+  sample: {action: restore, src: /var/backups/authentik/latest/postgres.sql.zst, bytes: 41943040, user: authentik}
+"""
+
+import json
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.authentik_ops.backup.plugins.module_utils._common import (
+    TRANSPORT_REQUIRED_IF,
+    Stopwatch,
+    excerpt,
+    open_transport,
+    transport_argument_spec,
+)
+from ansible_collections.authentik_ops.backup.plugins.module_utils._postgres import (
+    PROBE_SQL,
+    PSQL_MEANING,
+    restore_dump,
+    secret_env,
+    shell,
+)
+from ansible_collections.authentik_ops.backup.plugins.module_utils._restore import (
+    RestoreError,
+    compression_of,
+    count_dump,
+    file_identity,
+)
+from ansible_collections.authentik_ops.backup.plugins.module_utils._sink import SinkError, compression_problem
+from ansible_collections.authentik_ops.backup.plugins.module_utils._transport import TransportError
+
+
+def probe(module, transport):
+    params = module.params
+    argv = shell(params, 'exec psql -X -A -t -q -v ON_ERROR_STOP=1 -d "$1" -c "$2"')
+    argv += [params["database"], PROBE_SQL]
+    result = transport.exec_capture(argv, secret_env=secret_env(params))
+    if not result.ok:
+        module.fail_json(msg=f"cannot query PostgreSQL in {transport.describe()}: "
+                             f"{result.problem or f'psql exited with status {result.exit_code}'}: "
+                             f"{excerpt(result.stderr)}",
+                         rc=result.exit_code, stderr_excerpt=excerpt(result.stderr))
+    try:
+        return json.loads(result.stdout.decode("utf-8").strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        module.fail_json(msg=f"unexpected answer from psql in {transport.describe()}: {excerpt(result.stdout)}")
+    return None
+
+
+def restore(module, transport, size, role):
+    params = module.params
+    src = params["src"]
+    identity = file_identity(src)
+    watch = Stopwatch()
+    try:
+        result, feed, role_filter, check = restore_dump(transport, params, src, params["compression"], role,
+                                                        size, params["database"])
+    except (TransportError, RestoreError, SinkError, OSError, ValueError) as exc:
+        module.fail_json(msg=f"restore into {transport.describe()} broke off: {exc}; the database may be partly "
+                             "restored")
+    elapsed = watch.elapsed
+    stderr = excerpt(result.stderr)
+    if feed.error is not None or file_identity(src) != identity:
+        module.fail_json(msg=f"reading {src} failed during the restore: "
+                             f"{feed.error or 'the file changed while it was sent'}; the database may be partly "
+                             "restored", rc=result.exit_code, stderr_excerpt=stderr)
+    if not result.complete:
+        module.fail_json(msg=f"the restore stream into {transport.describe()} broke off: {result.problem}; "
+                             f"the database may be partly restored. stderr: {stderr}",
+                         rc=result.exit_code, stderr_excerpt=stderr)
+    if result.exit_code != 0:
+        module.fail_json(msg=f"psql exited with status {result.exit_code} "
+                             f"({PSQL_MEANING.get(result.exit_code, 'error')}) in {transport.describe()}: {stderr}",
+                         rc=result.exit_code, stderr_excerpt=stderr)
+    throughput = int(check.size / elapsed) if elapsed > 0 else None
+    return dict(duration=elapsed, throughput=throughput, rc=result.exit_code, stderr_excerpt=stderr,
+                filtered_statements=role_filter.removed)
+
+
+def main():
+    argument_spec = transport_argument_spec()
+    argument_spec.update(
+        src=dict(type="path", required=True),
+        compression=dict(type="str", default="auto", choices=["auto", "none", "gzip", "zstd"]),
+        database=dict(type="str", default="postgres"),
+        user=dict(type="str"),
+        password=dict(type="str", no_log=True),
+        host=dict(type="str"),
+        port=dict(type="int"),
+        filter_current_role=dict(type="bool", default=True),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, required_if=TRANSPORT_REQUIRED_IF, supports_check_mode=True)
+    params = module.params
+    src = params["src"]
+    if not os.path.isfile(src) or not os.access(src, os.R_OK):
+        module.fail_json(msg=f"src: {src} is not a readable file on this host", src=src)
+    params["compression"] = compression_of(src, params["compression"])
+    problem = compression_problem(params["compression"])
+    if problem:
+        module.fail_json(msg=f"src: {problem}", src=src)
+
+    try:
+        transport = open_transport(module)
+        target = transport.target_facts()
+    except TransportError as exc:
+        module.fail_json(msg=str(exc), src=src)
+    info = probe(module, transport)
+    role = info.get("user") if params["filter_current_role"] else None
+    try:
+        size, removed, check = count_dump(src, params["compression"], role)
+    except RestoreError as exc:
+        module.fail_json(msg=str(exc), src=src)
+    problem = check.problem()
+    if problem:
+        module.fail_json(msg=f"src: {src}: {problem}; nothing was restored", src=src)
+
+    common = dict(src=src, raw_size=size, server_version=info.get("version"), user=info.get("user"),
+                  superuser=bool(info.get("superuser")), target=target)
+    if not info.get("superuser"):
+        module.warn(f"role {info.get('user')!r} is not a superuser; restoring a pg_dumpall script needs one "
+                    "(set user and password of a superuser)")
+    if module.check_mode:
+        module.exit_json(changed=True, databases=info.get("databases") or [], filtered_statements=removed,
+                         plan=dict(action="restore", src=src, bytes=size, user=info.get("user"),
+                                   database=params["database"], filtered_statements=removed), **common)
+    result = restore(module, transport, size, role)
+    after = probe(module, transport)
+    module.exit_json(changed=True, databases=after.get("databases") or [], **common, **result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,415 @@
+#!/usr/bin/python
+# Copyright (c) authentik_ops.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: redis_restore
+short_description: Put a Redis RDB snapshot back into a container or pod, or flush Redis
+version_added: 0.1.0
+description:
+  - For authentik releases up to 2025.8, which keep sessions and caches in Redis. Losing them logs users out; it
+    loses no permanent data.
+  - O(mode=replace) makes Redis load the RDB file O(src) written by M(authentik_ops.backup.redis_dump). The file's
+    header, EOF opcode and CRC64 are checked completely before anything is touched.
+  - With O(platform=docker) the container is stopped first (Redis writes its own snapshot when it shuts down, so the
+    file is replaced only after that), the file is put into the data directory through the Engine API archive
+    endpoint with the owner and mode of the file it replaces, the container is started again and the module waits
+    until C(PING) answers and C(INFO persistence) reports C(loading:0).
+  - With O(platform=kubernetes) a pod's container cannot be stopped and started through the API. The file is written
+    next to the RDB as C(<dbfilename>.restore-tmp) through the exec's standard input, checked for its size and moved
+    over the RDB; then C(SHUTDOWN NOSAVE) stops Redis without writing a snapshot, and the kubelet restarts the
+    container (this needs the pod's restart policy C(Always), as a StatefulSet has), which loads the file. The module
+    waits until a new Redis process (a new C(run_id)) answers. The pod's restart count goes up by one.
+  - Redis with C(appendonly yes) loads its append-only file, not the RDB, on startup; O(mode=replace) refuses such a
+    server unless O(force=true).
+  - O(mode=flush) runs C(FLUSHALL) instead, emptying Redis (authentik's sessions and caches; users are logged out).
+  - The password reaches C(redis-cli) only as E(REDISCLI_AUTH), as for M(authentik_ops.backup.redis_dump).
+author:
+  - authentik_ops maintainers (@authentik-ops)
+extends_documentation_fragment:
+  - authentik_ops.backup._common
+  - authentik_ops.backup._common.transport
+  - kubernetes.core.k8s_auth_options
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Checks the RDB file, reads the Redis configuration and key count, and reports the plan in RV(plan). Redis
+        is not changed.
+  diff_mode:
+    support: none
+  idempotent:
+    support: none
+    details:
+      - Every run replaces or flushes the data and reports a change.
+options:
+  mode:
+    description:
+      - V(replace) loads the RDB file O(src); V(flush) empties Redis with C(FLUSHALL).
+    type: str
+    choices: [replace, flush]
+    default: replace
+  src:
+    description:
+      - Path of the RDB file on the host the module runs on. Required with O(mode=replace).
+    type: path
+  compression:
+    description:
+      - Codec of O(src). V(auto) decides by the suffix (C(.zst), C(.gz), else none).
+    type: str
+    choices: [auto, none, gzip, zstd]
+    default: auto
+  password:
+    description:
+      - Password of the Redis server (C(requirepass)), passed as E(REDISCLI_AUTH).
+    type: str
+  rdb_path:
+    description:
+      - Path of the RDB file inside the container, when C(CONFIG GET) is disabled on the server.
+      - Defaults to what C(CONFIG GET dir) and C(CONFIG GET dbfilename) report.
+    type: str
+  force:
+    description:
+      - Replace the RDB also when Redis runs with C(appendonly yes). Use it only when the append-only file is
+        disabled in the configuration Redis starts with, or Redis will load the append-only file instead.
+    type: bool
+    default: false
+  stop_timeout:
+    description:
+      - Seconds Docker waits for Redis to stop (and write its snapshot) before it kills it.
+    type: int
+    default: 60
+  wait_timeout:
+    description:
+      - Seconds to wait for Redis to answer and finish loading after the restart.
+    type: int
+    default: 300
+notes:
+  - Needs C(sh), C(stat) and C(redis-cli) in the container; on Kubernetes also C(head), C(wc) and C(mv).
+seealso:
+  - module: authentik_ops.backup.redis_dump
+  - module: authentik_ops.backup.backup_verify
+"""
+
+EXAMPLES = r"""
+- name: Load the RDB of a legacy Compose deployment
+  authentik_ops.backup.redis_restore:
+    container: authentik-redis-1
+    src: /var/backups/authentik/latest/redis.rdb
+
+- name: Load the RDB into the Redis master pod of a legacy Helm release (the container restarts)
+  authentik_ops.backup.redis_restore:
+    platform: kubernetes
+    namespace: authentik
+    pod: authentik-redis-master-0
+    src: /var/backups/authentik/latest/redis.rdb
+
+- name: Only empty Redis (sessions and caches)
+  authentik_ops.backup.redis_restore:
+    container: authentik-redis-1
+    mode: flush
+"""
+
+RETURN = r"""
+mode:
+  description: What was done.
+  returned: always
+  type: str
+  sample: replace
+src:
+  description: Path of the RDB file.
+  returned: with O(mode=replace)
+  type: str
+  sample: /var/backups/authentik/latest/redis.rdb
+raw_size:
+  description: Size of the RDB file (decompressed), in bytes.
+  returned: success with O(mode=replace)
+  type: int
+  sample: 1048576
+rdb_version:
+  description: RDB format version from the file's header.
+  returned: success with O(mode=replace)
+  type: int
+  sample: 10
+rdb_check:
+  description: What was checked of the file.
+  returned: success with O(mode=replace)
+  type: str
+  sample: RDB header, EOF opcode and CRC64 checked
+rdb_path:
+  description: Path of the RDB file inside the container.
+  returned: success with O(mode=replace)
+  type: str
+  sample: /data/dump.rdb
+owner:
+  description: Owner (uid, gid) and mode the file was given.
+  returned: success with O(mode=replace)
+  type: dict
+  sample: {uid: 999, gid: 999, mode: "0600"}
+keys_before:
+  description: Number of keys in the current database (C(DBSIZE)) before the run.
+  returned: success
+  type: int
+  sample: 20
+keys:
+  description: Number of keys in the current database (C(DBSIZE)) after the run (in check mode, now).
+  returned: success
+  type: int
+  sample: 1234
+duration:
+  description: Seconds from stopping Redis (or flushing) to Redis answering again.
+  returned: success and not check mode
+  type: float
+  sample: 3.1
+target:
+  description: The container or pod.
+  returned: success
+  type: dict
+  sample: {platform: docker, container: authentik-redis-1, image: "docker.io/library/redis:alpine"}
+plan:
+  description: What the module would do, in check mode.
+  returned: check mode
+  type: dict
+  sample: {action: stop container, replace /data/dump.rdb, start, wait for loading:0}
+"""
+
+import os
+import posixpath
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.authentik_ops.backup.plugins.module_utils._common import (
+    TRANSPORT_REQUIRED_IF,
+    Stopwatch,
+    excerpt,
+    open_transport,
+    transport_argument_spec,
+)
+from ansible_collections.authentik_ops.backup.plugins.module_utils._formats import RdbChecker
+from ansible_collections.authentik_ops.backup.plugins.module_utils._redis import (
+    RedisAnswerError,
+    info_fields,
+    parse_int,
+    run_commands,
+)
+from ansible_collections.authentik_ops.backup.plugins.module_utils._restore import (
+    Feed,
+    RestoreError,
+    compression_of,
+    file_identity,
+    iter_file,
+    single_file_tar,
+)
+from ansible_collections.authentik_ops.backup.plugins.module_utils._sink import SinkError, compression_problem
+from ansible_collections.authentik_ops.backup.plugins.module_utils._transport import TransportError
+
+STAT_SH = 'if [ -e "$1" ]; then stat -c "%u %g %a" "$1"; else stat -c "%u %g 600" "$2"; fi'
+WRITE_SH = 'umask 077; head -c "$1" > "$2" && wc -c < "$2"'
+PLACE_SH = ('if [ "$(id -u)" = 0 ]; then chown "$3:$4" "$1"; fi; chmod "$5" "$1" && mv -f "$1" "$2" || '
+            '{ rm -f "$1"; exit 1; }')
+
+
+def check_rdb(src, compression):
+    checker = RdbChecker()
+    try:
+        for block in iter_file(src, compression):
+            checker.feed(block)
+    except Exception as exc:  # OSError, EOFError, zstandard.ZstdError: the file is unreadable either way
+        raise RestoreError(f"{src} cannot be read or decompressed: {exc}") from exc
+    ok, message, version = checker.finish()
+    if not ok:
+        raise RestoreError(f"src: {src}: {message}; nothing was restored")
+    return checker.size, message, version
+
+
+def config_value(answers, command, name):
+    lines = answers.get(command, [])
+    if len(lines) >= 2 and lines[0] == name:
+        return lines[1]
+    return None
+
+
+def probe(transport, params):
+    answers = run_commands(transport, params, ["CONFIG GET dir", "CONFIG GET dbfilename",
+                                               "CONFIG GET appendonly", "DBSIZE", "INFO server"])
+    rdb_path = params["rdb_path"]
+    if not rdb_path:
+        directory = config_value(answers, "CONFIG GET dir", "dir")
+        filename = config_value(answers, "CONFIG GET dbfilename", "dbfilename")
+        if directory and filename:
+            rdb_path = directory.rstrip("/") + "/" + filename
+    return dict(rdb_path=rdb_path, appendonly=config_value(answers, "CONFIG GET appendonly", "appendonly"),
+                keys=parse_int(answers.get("DBSIZE")),
+                run_id=info_fields(answers.get("INFO server", [])).get("run_id"))
+
+
+def file_owner(transport, rdb_path):
+    directory = posixpath.dirname(rdb_path) or "/"
+    result = transport.exec_capture(["sh", "-c", STAT_SH, "sh", rdb_path, directory])
+    fields = result.stdout.decode("utf-8", "replace").split()
+    if not result.ok or len(fields) != 3:
+        raise TransportError(f"cannot read the owner of {rdb_path} in {transport.describe()}: "
+                             f"{result.problem or f'exit status {result.exit_code}'}: {excerpt(result.stderr)}")
+    return dict(uid=int(fields[0]), gid=int(fields[1]), mode="0" + fields[2].lstrip("0").rjust(3, "0"))
+
+
+def wait_ready(transport, params, old_run_id, deadline):
+    """Wait until a Redis process other than ``old_run_id`` answers PING and has finished loading."""
+    last = "no answer yet"
+    while True:
+        refresh = getattr(transport, "refresh", None)
+        if refresh is not None:  # forget the cached container/pod state: it restarted
+            refresh()
+        try:
+            answers = run_commands(transport, params, ["PING", "INFO persistence", "INFO server", "DBSIZE"])
+            fields = info_fields(answers.get("INFO persistence", []))
+            run_id = info_fields(answers.get("INFO server", [])).get("run_id")
+            if answers.get("PING", [""])[:1] == ["PONG"] and fields.get("loading") == "0" and run_id != old_run_id:
+                return parse_int(answers.get("DBSIZE"))
+            last = excerpt("\n".join(answers.get("PING", [])), 200) or "loading"
+        except (TransportError, RedisAnswerError) as exc:
+            last = str(exc)
+        if time.monotonic() > deadline:
+            raise RedisAnswerError(f"Redis in {transport.describe()} did not come back within "
+                                   f"{params['wait_timeout']} s (last: {last}); raise wait_timeout or see its log")
+        time.sleep(0.5)
+
+
+def replace_docker(transport, params, rdb_path, owner, size):
+    directory, filename = posixpath.split(rdb_path)
+    transport.stop(timeout=params["stop_timeout"])
+    error = None
+    try:
+        if file_identity(params["src"]) != params["_identity"]:
+            raise RestoreError(f"{params['src']} changed after it was checked")
+        chunks = iter_file(params["src"], params["compression"])
+        transport.put_archive(directory or "/", single_file_tar(filename, chunks, size, uid=owner["uid"],
+                                                                gid=owner["gid"], mode=int(owner["mode"], 8)))
+    except (TransportError, RestoreError, OSError) as exc:
+        error = exc
+    finally:
+        transport.start()  # whatever happened: Redis must run again (with the old data if the copy failed)
+    if error is not None:
+        raise TransportError(f"putting {rdb_path} into {transport.describe()} failed: {error}; the container was "
+                             "started again with the data it had")
+
+
+def replace_kubernetes(transport, params, rdb_path, owner, size):
+    tmp = rdb_path + ".restore-tmp"
+    if file_identity(params["src"]) != params["_identity"]:
+        raise RestoreError(f"{params['src']} changed after it was checked")
+    answer = _Capture()
+    feed = Feed(iter_file(params["src"], params["compression"]), size)
+    result = transport.exec_stream(["sh", "-c", WRITE_SH, "sh", str(size), tmp], answer, stdin=feed)
+    written = parse_int([answer.data.decode("ascii", "replace").strip()])
+    if feed.error is not None:
+        transport.exec_capture(["rm", "-f", "--", tmp])
+        raise RestoreError(f"reading {params['src']} failed while it was sent: {feed.error}; Redis was not touched")
+    if not result.ok or written != size:
+        raise TransportError(f"writing {tmp} in {transport.describe()} failed "
+                             f"({result.problem or f'exit status {result.exit_code}'}, {written} of {size} bytes): "
+                             f"{excerpt(result.stderr)}")
+    result = transport.exec_capture(["sh", "-c", PLACE_SH, "sh", tmp, rdb_path, str(owner["uid"]),
+                                     str(owner["gid"]), owner["mode"]])
+    if not result.ok:
+        raise TransportError(f"moving {tmp} over {rdb_path} in {transport.describe()} failed: "
+                             f"{result.problem or f'exit status {result.exit_code}'}: {excerpt(result.stderr)}")
+    try:
+        run_commands(transport, params, ["SHUTDOWN NOSAVE"])
+    except (TransportError, RedisAnswerError):
+        pass  # the exec dies with the server; success is judged by the new run_id below
+
+
+class _Capture:
+    """on_stdout callback that keeps the (short) answer of ``wc -c``."""
+
+    def __init__(self):
+        self.data = b""
+
+    def __call__(self, data):
+        self.data = (self.data + bytes(data))[-64:]
+
+
+def main():
+    argument_spec = transport_argument_spec()
+    argument_spec.update(
+        mode=dict(type="str", default="replace", choices=["replace", "flush"]),
+        src=dict(type="path"),
+        compression=dict(type="str", default="auto", choices=["auto", "none", "gzip", "zstd"]),
+        password=dict(type="str", no_log=True),
+        rdb_path=dict(type="str"),
+        force=dict(type="bool", default=False),
+        stop_timeout=dict(type="int", default=60),
+        wait_timeout=dict(type="int", default=300),
+    )
+    module = AnsibleModule(argument_spec=argument_spec,
+                           required_if=TRANSPORT_REQUIRED_IF + [("mode", "replace", ("src",))],
+                           supports_check_mode=True)
+    params = module.params
+    result = dict(mode=params["mode"])
+    rdb = None
+    if params["mode"] == "replace":
+        src = params["src"]
+        result["src"] = src
+        if not os.path.isfile(src) or not os.access(src, os.R_OK):
+            module.fail_json(msg=f"src: {src} is not a readable file on this host", **result)
+        params["compression"] = compression_of(src, params["compression"])
+        problem = compression_problem(params["compression"])
+        if problem:
+            module.fail_json(msg=f"src: {problem}", **result)
+        try:
+            params["_identity"] = file_identity(src)
+            rdb = check_rdb(src, params["compression"])
+        except RestoreError as exc:
+            module.fail_json(msg=str(exc), **result)
+        result.update(raw_size=rdb[0], rdb_check=rdb[1], rdb_version=rdb[2])
+
+    try:
+        transport = open_transport(module)
+        result["target"] = transport.target_facts()
+        before = probe(transport, params)
+        result["keys_before"] = before["keys"]
+        if params["mode"] == "flush":
+            if module.check_mode:
+                module.exit_json(changed=True, keys=before["keys"], plan=dict(action="FLUSHALL"), **result)
+            watch = Stopwatch()
+            answer = run_commands(transport, params, ["FLUSHALL"])["FLUSHALL"]
+            if answer[:1] != ["OK"]:
+                raise RedisAnswerError(f"FLUSHALL failed in {transport.describe()}: "
+                                       f"{excerpt(chr(10).join(answer), 300)}")
+            keys = parse_int(run_commands(transport, params, ["DBSIZE"])["DBSIZE"])
+            module.exit_json(changed=True, keys=keys, duration=watch.elapsed, **result)
+
+        rdb_path = before["rdb_path"]
+        if not rdb_path:
+            module.fail_json(msg=f"CONFIG GET is not available in {transport.describe()}; set rdb_path", **result)
+        if before["appendonly"] == "yes" and not params["force"]:
+            module.fail_json(msg=f"Redis in {transport.describe()} runs with appendonly yes: on startup it loads "
+                                 "its append-only file and ignores the RDB. Disable appendonly in its configuration "
+                                 "and set force=true, or use mode=flush", **result)
+        owner = file_owner(transport, rdb_path)
+        result.update(rdb_path=rdb_path, owner=owner)
+        if transport.platform == "docker":
+            steps = f"stop container, replace {rdb_path}, start, wait for loading:0"
+        else:
+            steps = f"write {rdb_path}.restore-tmp, move it over {rdb_path}, SHUTDOWN NOSAVE, wait for the restart"
+        if module.check_mode:
+            plan = dict(action=steps, rdb_path=rdb_path, bytes=rdb[0])
+            module.exit_json(changed=True, keys=before["keys"], plan=plan, **result)
+        watch = Stopwatch()
+        if transport.platform == "docker":
+            replace_docker(transport, params, rdb_path, owner, rdb[0])
+        else:
+            replace_kubernetes(transport, params, rdb_path, owner, rdb[0])
+        keys = wait_ready(transport, params, before["run_id"], time.monotonic() + params["wait_timeout"])
+    except (TransportError, RedisAnswerError, RestoreError, SinkError) as exc:
+        module.fail_json(msg=str(exc), **result)
+    module.exit_json(changed=True, keys=keys, duration=watch.elapsed, **result)
+
+
+if __name__ == "__main__":
+    main()

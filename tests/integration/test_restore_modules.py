@@ -1,0 +1,484 @@
+# Copyright (c) authentik_ops.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""postgres_restore, redis_restore, path_restore and backup_verify against real containers.
+
+The containers (akbt-rst-it-*, no network) are created here and removed at the end. Every module runs through
+real ansible-core (`ansible localhost -m ...`), with its JSON result parsed.
+Needs the Docker engine and the akbt.local images (tests/testbed/images.sh).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+VENV_BIN = os.path.dirname(sys.executable)
+PREFIX = "akbt-rst-it-"
+PG_IMAGE = "akbt.local/postgres:15"
+REDIS_IMAGE = "akbt.local/redis:7"
+PG, REDIS, FILES, VOLUME = PREFIX + "pg", PREFIX + "redis", PREFIX + "files", PREFIX + "vol"
+
+
+def _docker_ready():
+    try:
+        return subprocess.run(["docker", "image", "inspect", PG_IMAGE, REDIS_IMAGE], capture_output=True,
+                              check=False).returncode == 0
+    except OSError:
+        return False
+
+
+pytestmark = pytest.mark.skipif(not _docker_ready(), reason="needs Docker and the akbt.local images (images.sh)")
+
+
+def docker(*args, check=True, stdin=None):
+    proc = subprocess.run(["docker", *args], capture_output=True, check=False, input=stdin)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)}: {proc.stderr.decode(errors='replace')}")
+    return proc
+
+
+def sh(container, script, *args):
+    return docker("exec", container, "sh", "-c", script, "sh", *args).stdout.decode("utf-8", "surrogateescape")
+
+
+def psql(sql, db="authentik"):
+    return docker("exec", PG, "psql", "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-U", "authentik", "-d", db,
+                  "-c", sql).stdout.decode().strip()
+
+
+def run_module(module, check_mode=False, **args):
+    env = dict(os.environ)
+    env.update(ANSIBLE_COLLECTIONS_PATH=f"{REPO}/.collections:{os.path.dirname(os.path.dirname(os.__file__))}"
+               f"/site-packages", ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="json",
+               ANSIBLE_DEPRECATION_WARNINGS="0", ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_INVENTORY_UNPARSED_WARNING="0")
+    argv = [os.path.join(VENV_BIN, "ansible"), "localhost", "-m", f"authentik_ops.backup.{module}",
+            "-a", json.dumps(args), "-e", f"ansible_python_interpreter={sys.executable}"]
+    if check_mode:
+        argv.append("--check")
+    proc = subprocess.run(argv, capture_output=True, env=env, check=False, cwd=REPO)
+    out = proc.stdout.decode()
+    try:
+        data = json.loads(out[out.index("{"):])
+    except ValueError as exc:
+        raise AssertionError(f"no JSON from ansible: {out}\n{proc.stderr.decode()}") from exc
+    return data["plays"][0]["tasks"][0]["hosts"]["localhost"]
+
+
+def wait_pg():
+    for _attempt in range(120):
+        if docker("exec", "-e", "PGPASSWORD=it-secret", PG, "psql", "-h", "127.0.0.1", "-U", "authentik", "-d", "authentik", "-c", "select 1",
+                  check=False).returncode == 0:
+            return
+        time.sleep(0.5)
+    raise AssertionError("postgres did not start")
+
+
+@pytest.fixture(scope="module")
+def containers():
+    for name in (PG, REDIS, FILES):
+        docker("rm", "-f", "-v", name, check=False)
+    docker("volume", "rm", "-f", VOLUME, check=False)
+    docker("run", "-d", "--name", PG, "--network", "none", "-e", "POSTGRES_USER=authentik", "-e",
+           "POSTGRES_PASSWORD=it-secret", "-e", "POSTGRES_DB=authentik", PG_IMAGE)
+    docker("run", "-d", "--name", REDIS, "--network", "none", REDIS_IMAGE, "redis-server", "--save", "3600", "1")
+    docker("run", "-d", "--name", FILES, "--network", "none", "-v", f"{VOLUME}:/data", "--entrypoint", "sleep",
+           REDIS_IMAGE, "infinity")
+    wait_pg()
+    try:
+        yield
+    finally:
+        for name in (PG, REDIS, FILES):
+            docker("rm", "-f", "-v", name, check=False)
+        docker("volume", "rm", "-f", VOLUME, check=False)
+
+
+HOSTILE_SQL = r"""
+create role "Wëird ""Role"" x" nologin;
+create table t (id serial primary key, txt text, b bytea, j jsonb, n numeric, ts timestamptz);
+insert into t (txt, b, j, n, ts) values
+  (E'tab\there\nnew line\\backslash', '\x00ff10'::bytea, '{"a": [1, "ü"]}', 1.5, '2026-01-01T00:00:00Z'),
+  ('\.', null, null, null, null),
+  (E'-- PostgreSQL database cluster dump complete', '\x'::bytea, '[]', -0, now()),
+  ('CREATE ROLE authentik;', null, null, null, null),
+  (repeat('ünïcödé ', 20000), decode(repeat('ab', 50000), 'hex'), null, 1e100, null);
+insert into t (txt) select md5(g::text) from generate_series(1, 5000) g;
+create schema "We;ird";
+create table "We;ird"."ta ble" (v text);
+insert into "We;ird"."ta ble" values (E'\\.'), (null), (E'line\nbreak');
+"""
+CHECKSUM_SQL = ("select md5(string_agg(t::text, '|' order by id)) || ':' || count(*) from t;")
+CHECKSUM2_SQL = 'select md5(string_agg(coalesce(v, \'<null>\'), \'|\' order by v)) from "We;ird"."ta ble";'
+
+
+def pg_state():
+    return (psql(CHECKSUM_SQL), psql(CHECKSUM2_SQL),
+            psql("select string_agg(rolname, ',' order by rolname) from pg_roles where rolname !~ '^pg_'"),
+            psql("select string_agg(datname, ',' order by datname) from pg_database", db="postgres"))
+
+
+def test_postgres_dump_restore_round_trip(containers, tmp_path):
+    psql(HOSTILE_SQL)
+    docker("exec", PG, "createdb", "-U", "authentik", "ünï db")
+    before = pg_state()
+    dump = str(tmp_path / "postgres.sql.zst")
+    result = run_module("postgres_dump", container=PG, dest=dump)
+    assert result.get("changed") and not result.get("failed"), result
+
+    psql("drop table t; drop schema \"We;ird\" cascade; drop role \"Wëird \"\"Role\"\" x\";")
+    docker("exec", PG, "dropdb", "-U", "authentik", "ünï db")
+
+    planned = run_module("postgres_restore", check_mode=True, container=PG, src=dump)
+    assert planned["changed"] and planned["plan"]["filtered_statements"] == ["DROP ROLE IF EXISTS authentik;",
+                                                                             "CREATE ROLE authentik;"], planned
+    assert "ünï db" not in psql("select string_agg(datname, ',') from pg_database", db="postgres")
+
+    for _round in range(2):  # a second restore over the restored data works the same
+        restored = run_module("postgres_restore", container=PG, src=dump)
+        assert restored.get("changed") and restored["rc"] == 0, restored
+        assert restored["raw_size"] > 100000
+        assert pg_state() == before
+    assert "ünï db" in restored["databases"]
+
+
+def test_postgres_restore_refuses_truncated_and_foreign_files(containers, tmp_path):
+    dump = str(tmp_path / "postgres.sql.zst")
+    assert not run_module("postgres_dump", container=PG, dest=dump).get("failed")
+    state = pg_state()
+    import zstandard  # noqa: PLC0415 - only these cases need it
+
+    raw = zstandard.ZstdDecompressor().decompressobj().decompress(open(dump, "rb").read())
+    cut = tmp_path / "cut.sql"
+    cut.write_bytes(raw[: len(raw) // 2])
+    result = run_module("postgres_restore", container=PG, src=str(cut))
+    assert result.get("failed") and "truncated" in result["msg"], result
+    short = tmp_path / "short.sql.zst"
+    short.write_bytes(open(dump, "rb").read()[:-40])
+    result = run_module("postgres_restore", container=PG, src=str(short))
+    assert result.get("failed"), result
+    other = tmp_path / "other.sql"
+    other.write_bytes(b"DROP DATABASE authentik;\n")
+    result = run_module("postgres_restore", container=PG, src=str(other))
+    assert result.get("failed") and "header" in result["msg"], result
+    assert pg_state() == state
+
+
+def redis_cli(*args):
+    return docker("exec", REDIS, "redis-cli", "--raw", *args).stdout
+
+
+def test_redis_replace_and_flush(containers, tmp_path):
+    redis_cli("FLUSHALL")
+    docker("exec", "-i", REDIS, "redis-cli", "-x", "SET", "bin", stdin=bytes(range(256)) * 4)
+    for index in range(200):
+        redis_cli("SET", f"key:{index}", f"välue {index}")
+    redis_cli("HSET", "h", "f", "v")
+    rdb = str(tmp_path / "redis.rdb.gz")
+    dumped = run_module("redis_dump", container=REDIS, dest=rdb, compression="gzip")
+    assert not dumped.get("failed"), dumped
+    expected = {key: redis_cli("DUMP", key) for key in ["bin", "h"] + [f"key:{i}" for i in range(200)]}
+
+    redis_cli("DEL", "key:1", "h")
+    redis_cli("SET", "added", "after the backup")
+    planned = run_module("redis_restore", check_mode=True, container=REDIS, src=rdb)
+    assert planned["changed"] and planned["owner"]["uid"] == int(sh(REDIS, "id -u redis")), planned
+    assert redis_cli("EXISTS", "added").strip() == b"1"
+
+    restored = run_module("redis_restore", container=REDIS, src=rdb)
+    assert restored.get("changed") and not restored.get("failed"), restored
+    assert restored["keys"] == 202
+    assert redis_cli("EXISTS", "added").strip() == b"0"
+    assert {key: redis_cli("DUMP", key) for key in expected} == expected
+    assert sh(REDIS, "stat -c '%U %a' /data/dump.rdb").split() == ["redis", "600"]
+
+    redis_cli("CONFIG", "SET", "appendonly", "yes")
+    try:
+        refused = run_module("redis_restore", container=REDIS, src=rdb)
+        assert refused.get("failed") and "appendonly" in refused["msg"], refused
+    finally:
+        redis_cli("CONFIG", "SET", "appendonly", "no")
+
+    bad = tmp_path / "bad.rdb"
+    bad.write_bytes(b"REDIS0011" + b"\0" * 20)
+    result = run_module("redis_restore", container=REDIS, src=str(bad))
+    assert result.get("failed") and "nothing was restored" in result["msg"], result
+
+    planned = run_module("redis_restore", check_mode=True, container=REDIS, mode="flush")
+    assert planned["changed"] and int(redis_cli("DBSIZE")) == 202
+    flushed = run_module("redis_restore", container=REDIS, mode="flush")
+    assert flushed["keys"] == 0 and int(redis_cli("DBSIZE")) == 0
+
+
+LISTING = ('cd "$1" && find . -mindepth 1 | LC_ALL=C sort | while IFS= read -r p; do '
+           'if [ -L "$p" ]; then echo "L $p -> $(readlink "$p") $(stat -c %u:%g "$p")"; '
+           'elif [ -d "$p" ]; then echo "D $p $(stat -c %a:%u:%g "$p")"; '
+           'else echo "F $p $(sha256sum < "$p" | cut -c1-64) $(stat -c %a:%u:%g:%h "$p")"; fi; done')
+
+POPULATE = r"""
+set -e
+cd /data
+mkdir -p "sub dir/ünï cödé" empty media/public
+printf 'hello\n' > a.txt
+head -c 2000000 /dev/urandom > "sub dir/ünï cödé/big random.bin"
+printf '' > zero.bin
+ln -s ../a.txt media/link-to-a
+ln -s "sub dir" dirlink
+ln a.txt hard.txt
+chmod 640 a.txt
+chown -R 1000:1000 media
+"""
+
+
+FS_VIEW = "ls -A / /tmp; ls -la /tmp; test ! -e /evil && echo no-evil"
+
+
+def test_path_restore_refuses_hostile_archive_and_writes_nothing(containers, tmp_path):
+    before = sh(FILES, LISTING, "/data") + sh(FILES, FS_VIEW)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in (("data/ok.txt", b"fine"), ("data/../evil", b"evil"), ("data/later.txt", b"x")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    evil = tmp_path / "evil.tar"
+    evil.write_bytes(buf.getvalue())
+    for check_mode in (True, False):
+        result = run_module("path_restore", check_mode=check_mode, container=FILES, src=str(evil), paths=["/data"],
+                            clean=True)
+        assert result.get("failed") and "data/../evil" in result["msg"] and "nothing was written" in result["msg"]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("data/link")
+        info.type = tarfile.SYMTYPE
+        info.linkname = "/etc"
+        tar.addfile(info)
+    evil.write_bytes(buf.getvalue())
+    result = run_module("path_restore", container=FILES, src=str(evil), paths=["/data"])
+    assert result.get("failed") and "absolute target" in result["msg"], result
+    assert sh(FILES, LISTING, "/data") + sh(FILES, FS_VIEW) == before
+
+
+def test_path_archive_restore_round_trip(containers, tmp_path):
+    sh(FILES, 'find /data -mindepth 1 -delete; ' + POPULATE)
+    before = sh(FILES, LISTING, "/data")
+    assert "ünï cödé" in before and "L ./dirlink -> sub dir" in before
+    archive = str(tmp_path / "data.tar.zst")
+    result = run_module("path_archive", container=FILES, paths=["/data"], dest=archive, only_mounted=True)
+    assert result.get("changed") and result["archived"] == ["/data"], result
+
+    sh(FILES, 'rm /data/a.txt; rm -r /data/empty; echo changed > "/data/sub dir/ünï cödé/big random.bin"; '
+              'echo new > /data/new-file; mkdir /data/new-dir')
+    planned = run_module("path_restore", check_mode=True, container=FILES, src=archive, paths=["/data", "/nope"],
+                         clean=True)
+    assert planned["changed"] and planned["plan"]["clean"] == ["/data"], planned
+    assert planned["skipped_paths"] == [{"path": "/nope", "reason": "not in the archive"}]
+    assert "new-file" in sh(FILES, "ls /data")
+
+    for _round in range(2):
+        restored = run_module("path_restore", container=FILES, src=archive, paths=["/data"], clean=True)
+        assert restored.get("changed") and restored["restored"] == ["/data"], restored
+        assert sh(FILES, LISTING, "/data") == before
+    # without clean, added files stay and changed ones are put back
+    sh(FILES, "echo new > /data/new-file; echo changed > /data/zero.bin")
+    restored = run_module("path_restore", container=FILES, src=archive, paths=["/data"])
+    assert not restored.get("failed"), restored
+    after = sh(FILES, LISTING, "/data").splitlines()
+    assert any(line.startswith("F ./new-file ") for line in after)
+    assert [line for line in after if not line.startswith("F ./new-file ")] == before.splitlines()
+
+
+def _playbook(tmp_path, body):
+    path = tmp_path / "play.yml"
+    path.write_text(body)
+    env = dict(os.environ)
+    env.update(ANSIBLE_COLLECTIONS_PATH=f"{REPO}/.collections:{os.path.dirname(os.path.dirname(os.__file__))}"
+               "/site-packages", ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_INVENTORY_UNPARSED_WARNING="0")
+    proc = subprocess.run([os.path.join(VENV_BIN, "ansible-playbook"), str(path), "-e",
+                           f"ansible_python_interpreter={sys.executable}"], capture_output=True, env=env, check=False)
+    assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()
+
+
+@pytest.fixture(scope="module")
+def backup_set(containers, tmp_path_factory):
+    dest = tmp_path_factory.mktemp("sets")
+    if not int(psql("select count(*) from pg_tables where tablename = 't'")):
+        psql(HOSTILE_SQL)
+    redis_cli("SET", "session:1", "x")
+    sh(FILES, 'find /data -mindepth 1 -delete; ' + POPULATE)
+    play = """
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - authentik_ops.backup.backup_set: {dest: "@DEST@"}
+      register: s
+    - authentik_ops.backup.postgres_dump: {container: @PG@, dest: "{{ s.path }}/postgres.sql.zst"}
+      register: pg
+    - authentik_ops.backup.redis_dump: {container: @REDIS@, dest: "{{ s.path }}/redis.rdb"}
+      register: rd
+    - authentik_ops.backup.path_archive: {container: @FILES@, paths: [/data], dest: "{{ s.path }}/data.tar.zst"}
+      register: pa
+    - authentik_ops.backup.backup_set:
+        dest: "@DEST@"
+        name: "{{ s.name }}"
+        state: complete
+        parts:
+          - "{{ pg | combine({'part': 'postgres'}) }}"
+          - "{{ rd | combine({'part': 'redis'}) }}"
+          - "{{ pa | combine({'part': 'data'}) }}"
+        metadata:
+          platform: docker
+          authentik: {version: "2026.2.2"}
+          source: {containers: {postgresql: {name: @PG@, image: "@IMAGE@"}}}
+"""
+    for key, value in (("@DEST@", str(dest)), ("@PG@", PG), ("@REDIS@", REDIS), ("@FILES@", FILES),
+                       ("@IMAGE@", PG_IMAGE)):
+        play = play.replace(key, value)
+    _playbook(dest, play)
+
+    return str(dest)
+
+
+def _copy_set(backup_set, tmp_path):
+    target = tmp_path / "copy"
+    shutil.copytree(os.path.realpath(os.path.join(backup_set, "latest")), target)
+    return str(target)
+
+
+def test_verify_passes_a_good_set_with_restore_test(backup_set):
+    def verify_containers():  # other containers come and go on a shared engine
+        return [n for n in docker("ps", "-a", "--format", "{{.Names}}").stdout.decode().split()
+                if n.startswith("authentik-verify-")]
+
+    docker_before = verify_containers()
+    result = run_module("backup_verify", dest=backup_set, restore_test=True)
+    assert result["ok"] and not result.get("failed"), result
+    assert [f["format"] for f in result["files"]] == ["pg_dumpall", "rdb", "tar"]
+    assert result["authentik"]["version"] == "2026.2.2" and result["platform"] == "docker"
+    test = result["restore_test"]
+    assert test["ok"] and test["removed"] and test["databases"]["authentik"] >= 1, test
+    assert test["image"] == PG_IMAGE
+    assert test["container"] not in verify_containers() and verify_containers() == docker_before
+    checked = run_module("backup_verify", check_mode=True, dest=backup_set, restore_test=True)
+    assert checked["ok"] and checked["restore_test"]["ok"] is None
+
+
+def test_verify_detects_a_corrupted_byte(backup_set, tmp_path):
+    path = _copy_set(backup_set, tmp_path)
+    target = os.path.join(path, "data.tar.zst")
+    data = bytearray(open(target, "rb").read())
+    data[len(data) // 2] ^= 0x01
+    open(target, "wb").write(bytes(data))
+    result = run_module("backup_verify", path=path)
+    assert result.get("failed") and "data.tar.zst" in result["msg"] and "sha256" in result["msg"], result
+    soft = run_module("backup_verify", path=path, fail_on_error=False)
+    assert not soft.get("failed") and soft["ok"] is False and soft["problems"]
+
+
+def test_verify_detects_missing_file_and_manifest_and_strays(backup_set, tmp_path):
+    path = _copy_set(backup_set, tmp_path)
+    os.unlink(os.path.join(path, "redis.rdb"))
+    open(os.path.join(path, "notes.txt"), "w").write("stray")
+    result = run_module("backup_verify", path=path, fail_on_error=False)
+    assert not result["ok"] and any("redis.rdb" in p and "missing" in p for p in result["problems"]), result
+    assert any("notes.txt" in w for w in result["warnings_found"])
+    os.unlink(os.path.join(path, "manifest.json"))
+    result = run_module("backup_verify", path=path)
+    assert result.get("failed") and "incomplete" in result["msg"], result
+
+
+def test_verify_detects_a_truncated_dump(backup_set, tmp_path):
+    path = _copy_set(backup_set, tmp_path)
+    target = os.path.join(path, "postgres.sql.zst")
+    data = open(target, "rb").read()
+    open(target, "wb").write(data[: len(data) - 100])
+    result = run_module("backup_verify", path=path, fail_on_error=False)
+    problems = [p for p in result["problems"] if p.startswith("postgres.sql.zst")]
+    assert any("truncated" in p for p in problems) and any("sha256" in p or "bytes on disk" in p for p in problems)
+
+
+# --- Kubernetes: the test API server of tests/testbed/k8s (real client, real v4 exec WebSocket), NOT a cluster ---
+K8S_REDIS = PREFIX + "k8sredis"
+NS = "akbtrst"
+
+
+@pytest.fixture(scope="module")
+def k8s(containers, tmp_path_factory):
+    pytest.importorskip("kubernetes")
+    sys.path.insert(0, os.path.join(REPO, "tests", "testbed", "k8s"))
+    import helm_stacks  # noqa: PLC0415 - test bed helper, only for these cases
+
+    docker("rm", "-f", "-v", K8S_REDIS, check=False)
+    # --restart always stands in for the kubelet restarting the container after SHUTDOWN NOSAVE
+    docker("run", "-d", "--name", K8S_REDIS, "--network", "none", "--restart", "always", REDIS_IMAGE,
+           "redis-server", "--save", "3600", "1")
+    work = tmp_path_factory.mktemp("k8s")
+
+    def pod(name, container, docker_name):
+        return {"name": name, "namespace": NS, "labels": {"app": name},
+                "containers": [{"name": container, "docker": docker_name, "image": "stand-in",
+                                "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+                "volumes": [{"name": "data", "emptyDir": {}}]}
+
+    state = {"token": "akbt-rst-token", "namespaces": [NS], "deployments": [], "statefulsets": [], "secrets": [],
+             "stacks": {}, "pods": [pod("pg-0", "postgresql", PG), pod("redis-0", "redis", K8S_REDIS),
+                                    pod("files-0", "files", FILES)]}
+    url, kubeconfig, proc = helm_stacks.start_server(state, workdir=str(work))
+    try:
+        assert url
+        yield dict(platform="kubernetes", namespace=NS, kubeconfig=kubeconfig)
+    finally:
+        helm_stacks.stop_server(proc)
+        docker("rm", "-f", "-v", K8S_REDIS, check=False)
+
+
+def test_k8s_postgres_restore_with_password_on_stdin(k8s, tmp_path):
+    if not int(psql("select count(*) from pg_tables where tablename = 't'")):
+        psql(HOSTILE_SQL)
+    before = pg_state()
+    dump = str(tmp_path / "postgres.sql.gz")
+    assert not run_module("postgres_dump", dest=dump, compression="gzip", pod="pg-0", **k8s).get("failed")
+    psql("drop table t")
+    # the password travels on stdin before the dump; head -c must count only the dump
+    restored = run_module("postgres_restore", src=dump, pod="pg-0", password="it-secret", host="127.0.0.1", **k8s)
+    assert restored.get("changed") and restored["rc"] == 0, restored
+    assert pg_state() == before
+
+
+def test_k8s_path_restore(k8s, tmp_path):
+    sh(FILES, 'find /data -mindepth 1 -delete; ' + POPULATE)
+    before = sh(FILES, LISTING, "/data")
+    archive = str(tmp_path / "data.tar.gz")
+    assert not run_module("path_archive", paths=["/data"], dest=archive, compression="gzip", pod="files-0",
+                          **k8s).get("failed")
+    sh(FILES, 'rm -r /data/media; echo new > /data/new-file')
+    restored = run_module("path_restore", src=archive, paths=["/data"], clean=True, pod="files-0", **k8s)
+    assert restored.get("changed") and not restored.get("failed"), restored
+    assert sh(FILES, LISTING, "/data") == before
+
+
+def test_k8s_redis_replace_restarts_the_container(k8s, tmp_path):
+    cli = ("exec", K8S_REDIS, "redis-cli", "--raw")
+    for _attempt in range(40):
+        if docker(*cli, "PING", check=False).stdout.strip() == b"PONG":
+            break
+        time.sleep(0.25)
+    docker(*cli, "SET", "kept", "välue")
+    rdb = str(tmp_path / "redis.rdb")
+    assert not run_module("redis_dump", dest=rdb, pod="redis-0", **k8s).get("failed")
+    docker(*cli, "SET", "added", "later")
+    docker(*cli, "DEL", "kept")
+    restored = run_module("redis_restore", src=rdb, pod="redis-0", wait_timeout=60, **k8s)
+    assert restored.get("changed") and not restored.get("failed"), restored
+    assert docker(*cli, "GET", "kept").stdout.strip().decode() == "välue"
+    assert docker(*cli, "EXISTS", "added").stdout.strip() == b"0"
+    assert sh(K8S_REDIS, "ls -A /data").split() == ["dump.rdb"]  # no .restore-tmp left
