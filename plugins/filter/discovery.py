@@ -443,14 +443,14 @@ def authentik_backup_collect(results, plan):
             planned = by_file.get(posixpath.basename(dest))
         if planned is None:
             continue
-        for absent in result.get("skipped") or []:
+        for absent in result.get("skipped_paths") or []:
             if isinstance(absent, dict):
                 skipped.append(dict(part=planned["part"], path=absent.get("path"), reason=absent.get("reason")))
         if not dest:
             skipped.append(dict(part=planned["part"], reason="nothing to archive: every path was absent"))
             continue
         entry = _clean_result(result)
-        entry.pop("skipped", None)
+        entry.pop("skipped_paths", None)
         entry["part"] = planned["part"]
         parts.append(entry)
     return dict(parts=parts, skipped=skipped)

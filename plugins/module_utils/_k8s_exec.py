@@ -10,13 +10,21 @@ Credentials come from kubernetes.core (``AUTH_ARG_SPEC`` options, ``get_api_clie
 ``recv_data_frame`` directly: channel 1 (stdout) goes to the sink as it arrives, channel 2 (stderr) is kept bounded,
 channel 3 (status) is parsed for the exit code. The client's own ``update()/read_stdout()`` loop is not used: it
 decodes text and keeps everything in memory.
+
+Protocol: the kubernetes client offers ``v4.channel.k8s.io``. Every frame is ``<channel byte><payload>``; the
+command's end is the status object on channel 3 (``{"status": "Success"}``, or ``reason: NonZeroExitCode`` with
+``details.causes[{reason: ExitCode, message: "<code>"}]``) followed by a Close frame. A stream without a status
+frame was cut short, whatever its Close says. v4 cannot close the command's stdin: backups feed it only the secret
+lines read by the wrapper, and a command fed with more input must stop reading on its own.
 """
 
 from __future__ import annotations
 
 import json
 import posixpath
+import re
 import shlex
+import threading
 
 from ansible_collections.authentik_ops.backup.plugins.module_utils._transport import (
     BoundedBuffer,
@@ -30,7 +38,7 @@ try:
     from kubernetes.client.api import core_v1_api
     from kubernetes.client.exceptions import ApiException
     from kubernetes.stream import stream
-    from websocket import ABNF, WebSocketConnectionClosedException
+    from websocket import ABNF, WebSocketConnectionClosedException, WebSocketException
 
     HAS_KUBERNETES = True
     KUBERNETES_IMPORT_ERROR = None
@@ -40,12 +48,13 @@ except ImportError as exc:  # reported by from_module
 
 STDIN, STDOUT, STDERR, STATUS = 0, 1, 2, 3
 STDIN_CHUNK = 1 << 20
+STATUS_LIMIT = 64 * 1024
 
 
 def parse_status(raw):
     """Exit code from a v4 status frame, or (None, problem)."""
     if not raw:
-        return None, "the exec ended without a status (stream cut short)"
+        return None, "the exec ended without a status on channel 3 (stream cut short)"
     try:
         status = json.loads(raw.decode("utf-8", "replace"))
     except ValueError:
@@ -62,7 +71,44 @@ def parse_status(raw):
                 except (TypeError, ValueError):
                     break
         return None, f"non-zero exit without a readable code: {status.get('message')}"
-    return None, f"exec failed: {status.get('message') or status.get('reason') or raw[:200]!r}"
+    return None, f"exec failed: {status.get('message') or status.get('reason') or repr(raw[:200])}"
+
+
+def api_error_message(exc):
+    """A short message from an ApiException, including the one ``stream()`` makes of a refused WebSocket
+    handshake (status 0, the server's Status object inside the reason text)."""
+    text = f"{exc.reason or ''} {exc.body or ''}"
+    match = re.search(r'"message"\s*:\s*"((?:[^"\\]|\\.)*)"', text)
+    if match:
+        try:
+            return json.loads(f'"{match.group(1)}"')
+        except ValueError:
+            return match.group(1)
+    status = re.search(r"Handshake status (\d+ [A-Za-z ]+)", text)
+    if status:
+        return status.group(1).strip()
+    return (f"{exc.status} {exc.reason}" if exc.status else str(exc.reason or exc))[:500]
+
+
+class _StdinFeeder(threading.Thread):
+    """Sends the command's input on channel 0 while the main thread reads its output (no deadlock when the
+    command writes a lot before it has read everything)."""
+
+    def __init__(self, resp, chunks):
+        super().__init__(daemon=True)
+        self.resp = resp
+        self.chunks = chunks
+        self.error = None
+
+    def run(self):
+        try:
+            for chunk in self.chunks:
+                view = memoryview(chunk)
+                for start in range(0, len(view), STDIN_CHUNK):
+                    self.resp.sock.send(bytes([STDIN]) + bytes(view[start:start + STDIN_CHUNK]),
+                                        opcode=ABNF.OPCODE_BINARY)
+        except Exception as exc:  # reported through the result; the command then fails on its own
+            self.error = str(exc) or exc.__class__.__name__
 
 
 class K8sTransport:
@@ -106,7 +152,7 @@ class K8sTransport:
             except ApiException as exc:
                 if exc.status == 404:
                     raise TransportError(f"pod {self.namespace}/{self.pod} not found") from exc
-                raise TransportError(f"reading pod {self.namespace}/{self.pod}: {exc.status} {exc.reason}") from exc
+                raise TransportError(f"reading pod {self.namespace}/{self.pod}: {api_error_message(exc)}") from exc
             except Exception as exc:
                 raise TransportError(f"reading pod {self.namespace}/{self.pod}: {exc}") from exc
             names = [c.name for c in pod.spec.containers]
@@ -117,22 +163,38 @@ class K8sTransport:
                                      f"(it has {', '.join(names)})")
             if (pod.status.phase or "") != "Running":
                 raise TransportError(f"pod {self.namespace}/{self.pod} is not running (phase: {pod.status.phase})")
+            for status in pod.status.container_statuses or []:
+                if status.name == self.container and status.state is not None and status.state.running is None:
+                    raise TransportError(f"container {self.container} of pod {self.namespace}/{self.pod} is not "
+                                         "running")
             self._pod = pod
         return self._pod
 
+    def refresh(self):
+        """Forget the cached pod (after its container restarted)."""
+        self._pod = None
+
+    def _container_spec(self):
+        pod = self.inspect()
+        return next(c for c in pod.spec.containers if c.name == self.container)
+
     def target_facts(self):
         pod = self.inspect()
-        image = next((c.image for c in pod.spec.containers if c.name == self.container), None)
+        image_id = next((s.image_id for s in pod.status.container_statuses or [] if s.name == self.container), None)
         return dict(platform="kubernetes", namespace=self.namespace, pod=self.pod, container=self.container,
-                    image=image)
+                    image=self._container_spec().image, image_id=image_id, node=pod.spec.node_name)
+
+    def mounts(self):
+        """Mount paths of the container's volumes, from the pod spec (the analogue of Docker's Mounts)."""
+        return [m.mount_path for m in (self._container_spec().volume_mounts or []) if m.mount_path]
 
     def _open(self, argv, stdin):
         try:
             return stream(self.api.connect_get_namespaced_pod_exec, self.pod, self.namespace, command=list(argv),
                           container=self.container, stdin=stdin, stdout=True, stderr=True, tty=False,
-                          _preload_content=False)
+                          binary=True, _preload_content=False)
         except ApiException as exc:
-            raise TransportError(f"exec in {self.describe()} refused: {exc.status} {exc.reason}") from exc
+            raise TransportError(f"exec in {self.describe()} refused: {api_error_message(exc)}") from exc
         except Exception as exc:
             raise TransportError(f"exec in {self.describe()} failed to start: {exc}") from exc
 
@@ -140,59 +202,71 @@ class K8sTransport:
         """Run ``argv`` in the pod; stdout to ``on_stdout(bytes)``.
 
         Secrets travel on stdin (one line each, read by a shell wrapper) because a pod exec cannot set the
-        environment. ``stdin`` (an iterable of bytes) follows them; v4 cannot close stdin, so a command fed with
-        input must stop reading on its own (for example ``head -c <size>``).
+        environment; only their names are in the command. ``stdin`` (an iterable of bytes) follows them; v4 cannot
+        close stdin, so a command fed with input must stop reading on its own (for example ``head -c <size>``).
         """
         self.inspect()
         prefix = b""
         if secret_env:
+            for name, value in secret_env.items():
+                if "\n" in value or "\r" in value or "\0" in value:
+                    raise TransportError(f"{name}: a secret with a line break or NUL cannot be passed to "
+                                         f"{self.describe()}")
             argv = secret_env_wrapper(list(secret_env), argv)
             prefix = b"".join(value.encode("utf-8") + b"\n" for value in secret_env.values())
         resp = self._open(argv, stdin=bool(prefix) or stdin is not None)
         stderr = BoundedBuffer()
-        status = b""
-        closed_cleanly = False
+        status = bytearray()
+        stdout_bytes = 0
+        problem = None
+        feeder = None
         try:
-            if prefix:
-                resp.write_channel(STDIN, prefix)
-            if stdin is not None:
-                for chunk in stdin:
-                    for start in range(0, len(chunk), STDIN_CHUNK):
-                        resp.write_channel(STDIN, bytes(chunk[start:start + STDIN_CHUNK]))
             sock = resp.sock
+            if prefix:
+                sock.send(bytes([STDIN]) + prefix, opcode=ABNF.OPCODE_BINARY)
+            if stdin is not None:
+                feeder = _StdinFeeder(resp, stdin)
+                feeder.start()
             while True:
                 try:
                     opcode, frame = sock.recv_data_frame(True)
                 except WebSocketConnectionClosedException:
                     break
                 if opcode == ABNF.OPCODE_CLOSE:
-                    closed_cleanly = True
                     break
                 if opcode not in (ABNF.OPCODE_BINARY, ABNF.OPCODE_TEXT):
                     continue
                 data = frame.data
                 if len(data) < 2:
-                    continue
+                    continue  # the kubelet's initial empty frame
                 channel = data[0]
                 if channel == STDOUT:
-                    on_stdout(data[1:])
+                    payload = data[1:]
+                    stdout_bytes += len(payload)
+                    on_stdout(payload)
                 elif channel == STDERR:
                     stderr.write(data[1:])
                 elif channel == STATUS:
-                    status += data[1:]
-        except OSError as exc:
-            raise TransportError(f"reading the exec stream of {self.describe()}: {exc}") from exc
+                    if len(status) < STATUS_LIMIT:
+                        status += data[1:]
+        except (OSError, WebSocketException) as exc:
+            problem = f"reading the exec stream of {self.describe()} failed: {exc or exc.__class__.__name__}"
         finally:
             try:
                 resp.close()
             except Exception:
                 pass
-        exit_code, problem = parse_status(status)
-        if problem is None and not closed_cleanly and not status:
-            problem = "the connection closed without a status"
-        complete = exit_code is not None
-        return ExecResult(exit_code, stderr=stderr.getvalue(), complete=complete,
-                          problem=None if complete else problem)
+        exit_code, status_problem = parse_status(bytes(status))
+        if problem and exit_code is not None:
+            problem = None  # the status arrived; only the closing handshake was lost
+        problem = problem or status_problem
+        if exit_code is not None and feeder is not None:
+            feeder.join(5)
+            if feeder.error and exit_code == 0:
+                problem = f"sending input to the command failed: {feeder.error}"
+        complete = exit_code is not None and problem is None
+        return ExecResult(exit_code if complete else None, stderr=stderr.getvalue(), stdout_bytes=stdout_bytes,
+                          complete=complete, problem=problem)
 
     def exec_capture(self, argv, secret_env=None, limit=4 * 1024 * 1024):
         out = CappedBuffer(limit)
@@ -208,7 +282,13 @@ class K8sTransport:
         return result.stdout.strip() == b"yes"
 
     def is_mounted(self, path):
-        return self.path_exists(path)
+        """Whether ``path`` is a volume mount of the container (or inside one), from the pod spec."""
+        path = path.rstrip("/") or "/"
+        for dest in self.mounts():
+            dest = dest.rstrip("/") or "/"
+            if path == dest or path.startswith(dest.rstrip("/") + "/"):
+                return True
+        return False
 
     def archive(self, path, on_data):
         """``tar -C <parent> -cf - <name>`` in the pod; None when the path does not exist.

@@ -17,9 +17,9 @@ description:
     paths are files or directories of the host itself (used for C(.env) and compose files).
   - The tar structure of every stream is walked while it passes; a stream cut short (no end-of-archive marker) fails
     the task and leaves no file.
-  - A path that is not mounted into the container (Docker, with O(only_mounted=true)) or that does not exist is
-    reported in RV(skipped) and is not an error, unless O(required=true). When every path is skipped, no file is
-    written.
+  - A path that is not mounted into the container (Docker and Kubernetes, with O(only_mounted=true)) or that does
+    not exist is reported in RV(skipped_paths) and is not an error, unless O(required=true). When every path is skipped,
+    no file is written.
   - Members of a container or pod path are named from the path's last component, as Docker's archive endpoint
     names them, for example C(data/media/icon.png) for C(/data). Host paths (O(platform=local)) keep their full
     path without the leading C(/), for example C(opt/authentik/.env).
@@ -49,9 +49,29 @@ options:
   paths:
     description:
       - Absolute paths to archive, in order.
+      - At least one of O(paths) and O(content) is required.
     type: list
     elements: str
-    required: true
+    default: []
+  content:
+    description:
+      - With O(platform=local), files to put into the archive from the given text instead of from disk, after the
+        O(paths). Used for the Kubernetes Secrets of a Helm deployment, which exist only in the API.
+      - Each member is written with mode C(0600), owner C(0:0) and the current time. The values are treated as
+        secrets (C(no_log)) and never appear in the task's output.
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description:
+          - Relative member name, for example C(secrets/authentik.yaml). No C(..) components.
+        type: str
+        required: true
+      content:
+        description:
+          - The member's text (stored UTF-8 encoded).
+        type: str
+        required: true
   required:
     description:
       - Fail when a path is absent or not mounted, instead of skipping it.
@@ -59,8 +79,9 @@ options:
     default: false
   only_mounted:
     description:
-      - With O(platform=docker), treat a path that is not a mount of the container (or inside one) as absent. Files
-        baked into the image are not data worth a backup.
+      - With O(platform=docker) or O(platform=kubernetes), treat a path that is not a mount of the container (or
+        inside one) as absent. Files baked into the image are not data worth a backup. On Kubernetes the mounts are
+        the container's C(volumeMounts) in the pod spec.
     type: bool
     default: true
   compression:
@@ -89,6 +110,15 @@ EXAMPLES = r"""
       - /opt/authentik/docker-compose.yml
     required: true
     dest: /var/backups/authentik/authentik-20261130T020000Z/config.tar.zst
+
+- name: Archive Secrets read from the Kubernetes API (kept out of the log)
+  authentik_ops.backup.path_archive:
+    platform: local
+    content:
+      - name: secrets/authentik.yaml
+        content: "{{ authentik_secret | to_nice_yaml }}"
+    dest: /var/backups/authentik/authentik-20261130T020000Z/config.tar.zst
+  no_log: true
 
 - name: Archive custom templates from the server pod
   authentik_ops.backup.path_archive:
@@ -141,12 +171,12 @@ members:
   type: int
   sample: 42
 archived:
-  description: Paths that are in the archive.
+  description: Paths that are in the archive, then the member names of O(content).
   returned: always
   type: list
   elements: str
   sample: [/data]
-skipped:
+skipped_paths:
   description: Paths left out, each with the reason.
   returned: always
   type: list
@@ -161,12 +191,14 @@ plan:
   description: What the module would do, in check mode.
   returned: check mode
   type: dict
-  sample: {action: archive, paths: [/data], skipped: [], dest: /var/backups/authentik/s/data.tar.zst}
+  sample: {action: archive, paths: [/data], skipped_paths: [], dest: /var/backups/authentik/s/data.tar.zst}
 """
 
+import io
 import os
 import socket
 import tarfile
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -205,7 +237,7 @@ def plan_paths(module, transport):
         if params["platform"] == "local":
             present = os.path.lexists(path)
             reason = "does not exist on the host"
-        elif params["platform"] == "docker" and params["only_mounted"]:
+        elif params["only_mounted"]:
             present = transport.is_mounted(path)
             reason = "not mounted in the container"
         else:
@@ -217,16 +249,37 @@ def plan_paths(module, transport):
             skipped.append(dict(path=path, reason=reason))
     if skipped and params["required"]:
         missing = "; ".join(f"{s['path']} {s['reason']}" for s in skipped)
-        module.fail_json(msg=f"required paths are missing: {missing}", skipped=skipped)
+        module.fail_json(msg=f"required paths are missing: {missing}", skipped_paths=skipped)
     return wanted, skipped
 
 
-def archive_local(sink, paths):
+def archive_local(sink, paths, content=None):
     counter = _Counter()
+    now = int(time.time())
     with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for path in paths:
             tar.add(path, arcname=path.lstrip("/") or ".", recursive=True, filter=counter)
+        for entry in content or []:
+            data = entry["content"].encode("utf-8")
+            info = tarfile.TarInfo(entry["name"])
+            info.size, info.mode, info.mtime, info.uid, info.gid = len(data), 0o600, now, 0, 0
+            info.uname = info.gname = "root"
+            tar.addfile(counter(info), io.BytesIO(data))
     return counter.members
+
+
+def content_problem(content):
+    """Why the member names of O(content) are unusable, or None."""
+    seen = set()
+    for entry in content or []:
+        name = entry["name"]
+        parts = name.split("/")
+        if not name or name.startswith("/") or ".." in parts or "" in parts or "." in parts:
+            return f"content: member name {name!r} must be relative, without empty, . or .. components"
+        if name in seen:
+            return f"content: member name {name!r} is given twice"
+        seen.add(name)
+    return None
 
 
 def archive_remote(sink, transport, paths, skipped, required):
@@ -260,12 +313,22 @@ def main():
     argument_spec["platform"]["choices"] = ["docker", "kubernetes", "local"]
     argument_spec.update(output_argument_spec("zstd"))
     argument_spec.update(
-        paths=dict(type="list", elements="str", required=True),
+        paths=dict(type="list", elements="str", default=[]),
+        content=dict(type="list", elements="dict", options=dict(
+            name=dict(type="str", required=True),
+            content=dict(type="str", required=True, no_log=True),
+        )),
         required=dict(type="bool", default=False),
         only_mounted=dict(type="bool", default=True),
     )
-    module = AnsibleModule(argument_spec=argument_spec, required_if=TRANSPORT_REQUIRED_IF, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=argument_spec, required_if=TRANSPORT_REQUIRED_IF,
+                           required_one_of=[("paths", "content")], supports_check_mode=True)
     params = module.params
+    if params["content"] and params["platform"] != "local":
+        module.fail_json(msg="content: only with platform=local (the members are written on this host)")
+    problem = content_problem(params["content"])
+    if problem:
+        module.fail_json(msg=problem)
 
     relative = [p for p in params["paths"] if not p.startswith("/")]
     if relative:
@@ -286,31 +349,32 @@ def main():
         module.fail_json(msg=str(exc))
 
     common = dict(compression=params["compression"], target=target)
-    if module.check_mode or not wanted:
-        dest = params["dest"] if wanted else None
-        module.exit_json(changed=bool(wanted), dest=dest, archived=[] if not wanted else wanted, skipped=skipped,
-                         plan=dict(action="archive" if wanted else "nothing to archive", paths=wanted,
-                                   skipped=skipped, dest=dest), **common)
+    given = [entry["name"] for entry in params["content"] or []]
+    if module.check_mode or not (wanted or given):
+        dest = params["dest"] if wanted or given else None
+        module.exit_json(changed=bool(wanted or given), dest=dest, archived=wanted + given, skipped_paths=skipped,
+                         plan=dict(action="archive" if wanted or given else "nothing to archive", paths=wanted,
+                                   content=given, skipped_paths=skipped, dest=dest), **common)
 
     watch = Stopwatch()
     try:
         with AtomicSink(params["dest"], params["compression"], params["compression_level"],
                         params["compression_threads"]) as sink:
             if transport is None:
-                members, archived = archive_local(sink, wanted), wanted
+                members, archived = archive_local(sink, wanted, params["content"]), wanted + given
             else:
                 members, archived = archive_remote(sink, transport, wanted, skipped, params["required"])
             if not archived:
                 sink.abort()
                 if params["required"]:
                     missing = "; ".join(f"{s['path']} {s['reason']}" for s in skipped)
-                    module.fail_json(msg=f"required paths are missing: {missing}", skipped=skipped)
-                module.exit_json(changed=False, dest=None, archived=[], skipped=skipped, **common)
+                    module.fail_json(msg=f"required paths are missing: {missing}", skipped_paths=skipped)
+                module.exit_json(changed=False, dest=None, archived=[], skipped_paths=skipped, **common)
             stats = sink.commit()
     except (TransportError, SinkError, OSError, ValueError, tarfile.TarError) as exc:
         module.fail_json(msg=str(exc), dest=params["dest"])
     result = file_result(stats, watch.elapsed)
-    result.update(common, members=members, archived=archived, skipped=skipped)
+    result.update(common, members=members, archived=archived, skipped_paths=skipped)
     module.exit_json(changed=True, **result)
 
 

@@ -350,15 +350,15 @@ def test_collect():
     pg = {"changed": True, "dest": "/b/s/postgres.sql.zst", "size": 10, "sha256": "x", "invocation": {},
           "databases": ["authentik"], "plan": {}, "uid": 0, "mode": "0600", "_ansible_no_log": False}
     files = {"changed": True, "msg": "All items completed", "results": [
-        {"changed": True, "dest": "/b/s/data.tar.zst", "size": 5, "archived": ["/data"], "skipped": [],
+        {"changed": True, "dest": "/b/s/data.tar.zst", "size": 5, "archived": ["/data"], "skipped_paths": [],
          "item": plan["parts"][1], "__authentik_backup_part": plan["parts"][1], "ansible_loop_var": "x"},
-        {"changed": False, "dest": None, "archived": [], "skipped": [{"path": "/templates", "reason": "gone"}],
+        {"changed": False, "dest": None, "archived": [], "skipped_paths": [{"path": "/templates", "reason": "gone"}],
          "item": plan["parts"][2]},
         {"skipped": True, "item": plan["parts"][3]},
     ]}
     redis = {"changed": False, "skipped": True, "skip_reason": "Conditional result was False"}
     config = {"changed": True, "dest": "/b/s/config.tar.zst", "size": 3,
-              "skipped": [{"path": "/opt/authentik/.env", "reason": "does not exist on the host"}]}
+              "skipped_paths": [{"path": "/opt/authentik/.env", "reason": "does not exist on the host"}]}
     out = d.authentik_backup_collect([pg, redis, files, config, {}], plan)
     assert out["parts"] == [
         {"dest": "/b/s/postgres.sql.zst", "size": 10, "sha256": "x", "databases": ["authentik"], "part": "postgres"},

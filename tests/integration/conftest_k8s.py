@@ -1,0 +1,133 @@
+"""Fixtures of the Kubernetes integration tests: both Helm-like stacks behind one test API server.
+
+Loaded with ``pytest_plugins = ["conftest_k8s"]`` by test_k8s_transport.py and test_k8s_backup.py, so the stacks
+and the server are created once per session. No cluster is used: tests/testbed/k8s/apiserver.py serves the API and
+runs pod exec in the real containers that helm_stacks.py starts (names ``akbt-k8s-<ns>-<release>-*``,
+``--network none``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(REPO, "tests", "testbed", "k8s"))
+
+import helm_stacks  # noqa: E402  pylint: disable=wrong-import-position
+
+VENV_PYTHON = sys.executable
+SITE = next((p for p in sys.path if p.endswith("site-packages") and os.path.isdir(os.path.join(p, "ansible_collections"))),
+            None)
+COLLECTIONS_PATH = ":".join(p for p in (os.path.join(REPO, ".collections"), SITE) if p)
+
+STACKS = {
+    "current": {"layout": "current", "release": "authentik", "namespace": "akbt-k8s-cur"},
+    "legacy": {"layout": "legacy", "release": "legacy", "namespace": "akbt-k8s-leg"},
+}
+
+
+def docker_ready():
+    try:
+        p = subprocess.run(["docker", "image", "inspect", helm_stacks.PG_IMAGE, helm_stacks.REDIS_IMAGE,
+                            "akbt.local/goauthentik/server:2026.2.2", "akbt.local/goauthentik/server:2025.2.4"],
+                           capture_output=True, check=False)
+        return p.returncode == 0
+    except OSError:
+        return False
+
+
+class Cluster:
+    """The test API server with both stacks; ``stacks[name]`` is the stack entry of the state file."""
+
+    def __init__(self, work):
+        self.work = work
+        self.state_path = os.path.join(work, "state.json")
+        for spec in STACKS.values():
+            helm_stacks.up(spec["layout"], spec["release"], spec["namespace"], self.state_path)
+        self.url, self.kubeconfig, self.proc = helm_stacks.start_server(self.state_path, workdir=work)
+        self.token = self.proc.akbt_token
+        state = json.load(open(self.state_path, encoding="utf-8"))
+        self.state = state
+        self.stacks = {name: dict(state["stacks"][f"{spec['namespace']}/{spec['release']}"], **spec)
+                       for name, spec in STACKS.items()}
+
+    def close(self):
+        helm_stacks.stop_server(self.proc)
+        for spec in STACKS.values():
+            helm_stacks.down(spec["release"], spec["namespace"], self.state_path, quiet=True)
+
+    # -- admin endpoints of the test server -----------------------------------------------------------------
+    def admin(self, method, path, body=None):
+        req = urllib.request.Request(self.url + path, method=method,
+                                     data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Authorization": "Bearer " + self.token,
+                                              "Content-Type": "application/json"})
+        with urllib.request.urlopen(req) as resp:
+            return json.loads(resp.read())
+
+    def exec_log(self):
+        return self.admin("GET", "/_test/exec-log")
+
+    def fault(self, **exec_fault):
+        return self.admin("POST", "/_test/faults", {"exec": exec_fault})
+
+    def clear_faults(self):
+        return self.admin("DELETE", "/_test/faults")
+
+    # -- pods -----------------------------------------------------------------------------------------------
+    def pod(self, stack, component):
+        spec = self.stacks[stack]
+        release = spec["release"]
+        if component == "postgresql":
+            return f"{release}-postgresql-0"
+        if component == "redis":
+            return f"{release}-redis-master-0"
+        prefix = f"{helm_stacks.fullname(release)}-{component}-"
+        return next(p["name"] for p in self.state["pods"]
+                    if p["namespace"] == spec["namespace"] and p["name"].startswith(prefix))
+
+    def container(self, stack, component):
+        """The Docker container behind a component of a stack."""
+        key = {"postgresql": "pg"}.get(component, component)
+        return self.stacks[stack]["containers"][key]
+
+
+@pytest.fixture(scope="session")
+def k8s(tmp_path_factory):
+    if not docker_ready():
+        pytest.skip("needs Docker and the akbt.local images (tests/testbed/images.sh)")
+    cluster = Cluster(str(tmp_path_factory.mktemp("akbt-k8s")))
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+def ansible_env(work):
+    return dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS_PATH, ANSIBLE_PYTHON_INTERPRETER=VENV_PYTHON,
+                ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
+                ANSIBLE_HOME=os.path.join(work, "ansible-home"), ANSIBLE_NOCOLOR="1")
+
+
+def run_module(cluster, module, check=False, **args):
+    """Run one module of the collection on localhost (ad hoc, json callback); returns its result dict."""
+    env = ansible_env(cluster.work)
+    env.update(ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json", ANSIBLE_LOAD_CALLBACK_PLUGINS="1")
+    args.setdefault("kubeconfig", cluster.kubeconfig)
+    exe = os.path.join(os.path.dirname(VENV_PYTHON), "ansible")
+    cmd = [exe, "localhost", "-m", f"authentik_ops.backup.{module}", "-a", json.dumps(args)]
+    if check:
+        cmd.append("--check")
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, timeout=600)
+    try:
+        out = json.loads(p.stdout[p.stdout.index("{"):])
+    except ValueError as exc:
+        raise AssertionError(f"ansible output not JSON: {p.stdout}\n{p.stderr}") from exc
+    return out["plays"][0]["tasks"][0]["hosts"]["localhost"]
