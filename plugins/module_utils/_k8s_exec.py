@@ -107,8 +107,13 @@ class _StdinFeeder(threading.Thread):
                 for start in range(0, len(view), STDIN_CHUNK):
                     self.resp.sock.send(bytes([STDIN]) + bytes(view[start:start + STDIN_CHUNK]),
                                         opcode=ABNF.OPCODE_BINARY)
-        except Exception as exc:  # reported through the result; the command then fails on its own
+        except Exception as exc:  # reported through the result
             self.error = str(exc) or exc.__class__.__name__
+            # The command would wait for the rest of its input forever (v4 cannot close stdin): end the exec.
+            try:
+                self.resp.sock.close()
+            except Exception:
+                pass
 
 
 class K8sTransport:
@@ -260,9 +265,9 @@ class K8sTransport:
         if problem and exit_code is not None:
             problem = None  # the status arrived; only the closing handshake was lost
         problem = problem or status_problem
-        if exit_code is not None and feeder is not None:
+        if feeder is not None:
             feeder.join(5)
-            if feeder.error and exit_code == 0:
+            if feeder.error:
                 problem = f"sending input to the command failed: {feeder.error}"
         complete = exit_code is not None and problem is None
         return ExecResult(exit_code if complete else None, stderr=stderr.getvalue(), stdout_bytes=stdout_bytes,
