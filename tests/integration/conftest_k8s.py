@@ -27,9 +27,11 @@ SITE = next((p for p in sys.path if p.endswith("site-packages") and os.path.isdi
             None)
 COLLECTIONS_PATH = ":".join(p for p in (os.path.join(REPO, ".collections"), SITE) if p)
 
+# AKBT_PROJECT_SUFFIX gives a session its own namespaces (and so its own containers), as for the Compose stacks.
+_SUFFIX = os.environ.get("AKBT_PROJECT_SUFFIX", "")
 STACKS = {
-    "current": {"layout": "current", "release": "authentik", "namespace": "akbt-k8s-cur"},
-    "legacy": {"layout": "legacy", "release": "legacy", "namespace": "akbt-k8s-leg"},
+    "current": {"layout": "current", "release": "authentik", "namespace": f"akbt-k8s-cur{_SUFFIX}"},
+    "legacy": {"layout": "legacy", "release": "legacy", "namespace": f"akbt-k8s-leg{_SUFFIX}"},
 }
 
 
