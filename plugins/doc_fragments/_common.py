@@ -92,4 +92,35 @@ options:
       - Replace O(dest) if it exists. Without it an existing O(dest) is an error and nothing is touched.
     type: bool
     default: false
+  encrypt_recipients:
+    description:
+      - age public keys (V(age1...)) to encrypt the file to, in the age v1 format
+        (U(https://age-encryption.org/v1)). Any one of the matching identities can decrypt it.
+      - Encryption happens while the data streams, after compression, so no plaintext byte reaches the disk;
+        RV(size) and RV(sha256) are those of the encrypted file.
+      - O(dest) must end in C(.age) when this is set, and must not end in C(.age) when it is empty.
+      - Every key is checked before anything is touched. Needs the Python package C(cryptography) on the host the
+        module runs on. GPG is not supported (see the collection's docs/encryption.md).
+    type: list
+    elements: str
+    default: []
+"""
+
+    # Options of modules that read files of a backup set that may be age-encrypted.
+    DECRYPT = r"""
+options:
+  decrypt_identity:
+    description:
+      - An age identity (V(AGE-SECRET-KEY-1...)), or the text of an age identity file, to decrypt files
+        that M(authentik_ops.backup.postgres_dump), M(authentik_ops.backup.redis_dump) or
+        M(authentik_ops.backup.path_archive) encrypted with O(authentik_ops.backup.postgres_dump#module:encrypt_recipients).
+      - The file is decrypted in memory while it is read; no plaintext is written to disk.
+      - A file that is encrypted without a matching identity is refused before anything is touched.
+      - Never logged. Mutually exclusive with O(decrypt_identity_file).
+    type: str
+  decrypt_identity_file:
+    description:
+      - Path of an age identity file (as written by C(age-keygen)) on the host the module runs on.
+      - Mutually exclusive with O(decrypt_identity).
+    type: path
 """

@@ -50,7 +50,79 @@ def output_argument_spec(default_compression="zstd"):
         compression_level=dict(type="int"),
         compression_threads=dict(type="int", default=0),
         force=dict(type="bool", default=False),
+        encrypt_recipients=dict(type="list", elements="str", default=[]),
     )
+
+
+def decrypt_argument_spec():
+    """Options of the modules that read files of a backup set that may be age-encrypted."""
+    return dict(
+        decrypt_identity=dict(type="str", no_log=True),
+        decrypt_identity_file=dict(type="path"),
+    )
+
+
+DECRYPT_MUTUALLY_EXCLUSIVE = [("decrypt_identity", "decrypt_identity_file")]
+
+
+def load_identities(module):
+    """The age identities of decrypt_identity / decrypt_identity_file (also registered for every reader of this
+    run), or [] when neither is set. Fails the module with a message that never shows the key."""
+    from ansible_collections.authentik_ops.backup.plugins.module_utils._age import (
+        AgeError,
+        parse_identities,
+        register_identities,
+    )
+
+    params = module.params
+    text, origin = params.get("decrypt_identity"), "decrypt_identity"
+    if params.get("decrypt_identity_file"):
+        origin = f"decrypt_identity_file ({params['decrypt_identity_file']})"
+        try:
+            with open(params["decrypt_identity_file"], "r", encoding="utf-8") as handle:
+                text = handle.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            module.fail_json(msg=f"{origin} cannot be read: {exc.__class__.__name__}: "
+                                 f"{getattr(exc, 'strerror', None) or 'not a text file'}")
+    if not text:
+        register_identities([])
+        return []
+    try:
+        keys = parse_identities(text)
+    except AgeError as exc:
+        module.fail_json(msg=f"{origin}: {exc}")
+    register_identities(keys)
+    return keys
+
+
+def prepare_decryption(module, path):
+    """Check before anything is touched that ``path`` can be read: an age-encrypted file needs an identity that
+    opens it. Returns the encryption scheme of the file (``age`` or None)."""
+    from ansible_collections.authentik_ops.backup.plugins.module_utils._age import (
+        AgeError,
+        check_identities,
+        crypto_problem,
+        is_age_file,
+    )
+
+    keys = load_identities(module)
+    try:
+        encrypted = is_age_file(path)
+    except OSError as exc:
+        module.fail_json(msg=f"{path} cannot be read: {exc}")
+    if not encrypted:
+        return None
+    problem = crypto_problem()
+    if problem:
+        module.fail_json(msg=f"{path} is encrypted with age: {problem}")
+    if not keys:
+        module.fail_json(msg=f"{path} is encrypted with age; give the identity of one of its recipients in "
+                             "decrypt_identity or decrypt_identity_file. Nothing was touched.")
+    try:
+        check_identities(path, keys)
+    except AgeError as exc:
+        module.fail_json(msg=f"{path} cannot be decrypted with the identity given: {exc}. Nothing was touched.")
+    return "age"
 
 
 TRANSPORT_REQUIRED_IF = [
@@ -73,7 +145,10 @@ def open_transport(module):
 
 
 def check_dest(module, dest):
-    """Validate an output path before anything is touched. Returns an error message or None."""
+    """Validate an output path (and the encryption options) before anything is touched. Returns an error or None."""
+    problem = encryption_problem(module.params.get("encrypt_recipients"), dest)
+    if problem:
+        return problem
     parent = os.path.dirname(dest) or "."
     if module.check_mode and not os.path.exists(parent):
         return None  # the set directory is created by the run that check mode plans
@@ -83,6 +158,27 @@ def check_dest(module, dest):
         return f"dest: the directory {parent} is not writable by this user"
     if os.path.lexists(dest) and not module.params.get("force"):
         return f"dest: {dest} already exists; choose a new path or set force=true to replace it"
+    return None
+
+
+def encryption_problem(recipients, dest):
+    """Why the encryption options cannot be used, or None. Checked before anything is touched."""
+    from ansible_collections.authentik_ops.backup.plugins.module_utils._age import crypto_problem, recipient_problem
+
+    if not recipients:
+        if dest.endswith(".age"):
+            return (f"dest: {dest} ends in .age but encrypt_recipients is empty; give the recipients or a name "
+                    "without .age (the name must say whether the file is encrypted)")
+        return None
+    problem = crypto_problem()
+    if problem:
+        return f"encrypt_recipients: {problem}"
+    for recipient in recipients:
+        problem = recipient_problem(recipient)
+        if problem:
+            return f"encrypt_recipients: {problem}"
+    if not dest.endswith(".age"):
+        return f"dest: {dest} must end in .age when encrypt_recipients is set (for example {dest}.age)"
     return None
 
 
@@ -108,7 +204,7 @@ class Stopwatch:
 def file_result(stats, elapsed):
     """The common part of every data module's result."""
     throughput = int(stats["raw_size"] / elapsed) if elapsed > 0 else None
-    return dict(
+    result = dict(
         dest=stats["dest"],
         size=stats["size"],
         sha256=stats["sha256"],
@@ -117,3 +213,6 @@ def file_result(stats, elapsed):
         duration=elapsed,
         throughput=throughput,
     )
+    if stats.get("encryption"):
+        result["encryption"] = stats["encryption"]
+    return result

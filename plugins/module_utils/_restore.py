@@ -37,6 +37,8 @@ def compression_of(path, compression="auto"):
     """The codec of a file written by the sink: from the option, else from the suffix."""
     if compression and compression != "auto":
         return compression
+    if path.endswith(".age"):  # age-encrypted: the codec is that of the name inside
+        path = path[:-len(".age")]
     if path.endswith(".zst"):
         return "zstd"
     if path.endswith(".gz"):

@@ -25,6 +25,15 @@ try:
 except ImportError:  # only needed for compression=zstd
     zstandard = None
 
+from ansible_collections.authentik_ops.backup.plugins.module_utils._age import (
+    HEADER_LINE as AGE_HEADER_LINE,
+    SUFFIX as AGE_SUFFIX,
+    AgeError,
+    AgeReader,
+    Encryptor,
+    registered_identities,
+)
+
 SUFFIXES = {"none": "", "gzip": ".gz", "zstd": ".zst"}
 DEFAULT_LEVELS = {"gzip": 6, "zstd": 3}
 TAIL_BYTES = 64 * 1024
@@ -46,14 +55,35 @@ def compression_problem(compression):
 
 
 class _FileWriter:
-    """Hashes and counts what the compressor emits, then writes it to the file descriptor."""
+    """Hashes and counts what the compressor emits, then writes it to the file descriptor.
 
-    def __init__(self, fd):
+    With ``recipients`` (age public keys) every byte is first sealed with age (:class:`_age.Encryptor`): only
+    ciphertext reaches the disk, and ``sha``/``size`` are those of the encrypted file. ``finish`` seals the last chunk.
+    """
+
+    def __init__(self, fd, recipients=None):
         self.fd = fd
         self.sha = hashlib.sha256()
         self.size = 0
+        self.encryption = None
+        self._encryptor = None
+        if recipients:
+            try:
+                self._encryptor = Encryptor(_DiskWrites(self._to_disk), recipients)
+            except AgeError as exc:
+                raise SinkError(f"encrypt_recipients: {exc}") from None
+            self.encryption = dict(scheme="age", recipients=[str(r).strip() for r in recipients])
 
     def write(self, data):
+        if self._encryptor is not None:
+            return self._encryptor.write(data)
+        return self._to_disk(data)
+
+    def finish(self):
+        if self._encryptor is not None:
+            self._encryptor.finish()
+
+    def _to_disk(self, data):
         if not data:
             return 0
         self.sha.update(data)
@@ -67,6 +97,11 @@ class _FileWriter:
 
     def flush(self):
         pass
+
+
+class _DiskWrites:
+    def __init__(self, write):
+        self.write = write
 
 
 class _Identity:
@@ -110,7 +145,7 @@ class _Zstd:
 class AtomicSink:
     """Write a stream atomically to ``dest``; see the module docstring."""
 
-    def __init__(self, dest, compression="none", level=None, threads=0, mode=0o600):
+    def __init__(self, dest, compression="none", level=None, threads=0, mode=0o600, recipients=None):
         problem = compression_problem(compression)
         if problem:
             raise SinkError(problem)
@@ -121,7 +156,7 @@ class AtomicSink:
         self._closed = False
         try:
             os.fchmod(fd, mode)
-            self._file = _FileWriter(fd)
+            self._file = _FileWriter(fd, recipients)  # age header written now: the file never holds plaintext
             if level is None:
                 level = DEFAULT_LEVELS.get(compression, 0)
             if compression == "gzip":
@@ -158,13 +193,17 @@ class AtomicSink:
     def commit(self):
         """Finish the file and move it into place. Returns size, sha256 and raw_size."""
         self._codec.finish()
+        self._file.finish()
         os.fsync(self._file.fd)
         os.close(self._file.fd)
         self._closed = True
         os.replace(self.partial, self.dest)
         fsync_dir(os.path.dirname(self.dest))
-        return dict(dest=self.dest, size=self._file.size, sha256=self._file.sha.hexdigest(),
-                    raw_size=self.raw_size, compression=self.compression)
+        stats = dict(dest=self.dest, size=self._file.size, sha256=self._file.sha.hexdigest(),
+                     raw_size=self.raw_size, compression=self.compression)
+        if self._file.encryption:
+            stats["encryption"] = self._file.encryption
+        return stats
 
     def abort(self):
         """Drop everything written so far. Safe to call more than once."""
@@ -207,17 +246,74 @@ def sha256_file(path, chunk=1 << 20):
     return sha.hexdigest()
 
 
-def open_decompressed(path, compression=None):
-    """A binary file object yielding the raw bytes of a file written by the sink (codec from the suffix)."""
-    if compression is None:
-        compression = "zstd" if path.endswith(".zst") else "gzip" if path.endswith(".gz") else "none"
-    if compression == "gzip":
+def open_encrypted(path, identities=None):
+    """The file ``path`` opened for reading; an age file (known by its header) is decrypted while it is read, with
+    ``identities`` or else the identities the module registered (``_age.register_identities``)."""
+    handle = open(path, "rb")
+    try:
+        if handle.read(len(AGE_HEADER_LINE)) != AGE_HEADER_LINE:
+            handle.seek(0)
+            return handle
+        handle.seek(0)
+        keys = registered_identities() if identities is None else list(identities)
+        if not keys:
+            raise SinkError(f"{path} is encrypted with age; give the identity (decrypt_identity or "
+                            "decrypt_identity_file) of one of its recipients")
+        reader = AgeReader(handle, keys)
+        reader.open_header()
+        return reader
+    except AgeError as exc:
+        handle.close()
+        raise SinkError(f"{path}: {exc}") from None
+    except BaseException:
+        handle.close()
+        raise
+
+
+class _GzipOver:
+    """gzip over another file object, closing both."""
+
+    def __init__(self, inner):
         import gzip
 
-        return gzip.open(path, "rb")
+        self.inner = inner
+        self.gzip = gzip.GzipFile(fileobj=inner, mode="rb")
+        self.read = self.gzip.read
+
+    def close(self):
+        try:
+            self.gzip.close()
+        finally:
+            self.inner.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+def open_decompressed(path, compression=None, identities=None):
+    """A binary file object yielding the raw bytes of a file written by the sink (codec from the suffix).
+
+    An age-encrypted file is decrypted on the fly (see :func:`open_encrypted`); nothing is written anywhere.
+    """
+    name = path[:-len(AGE_SUFFIX)] if path.endswith(AGE_SUFFIX) else path
+    if compression is None:
+        compression = "zstd" if name.endswith(".zst") else "gzip" if name.endswith(".gz") else "none"
     if compression == "zstd":
         problem = compression_problem("zstd")
         if problem:
             raise SinkError(problem)
-        return zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), read_size=1 << 20, closefd=True)
-    return open(path, "rb")
+    raw = open_encrypted(path, identities)
+    if compression == "gzip":
+        if isinstance(raw, AgeReader):
+            return _GzipOver(raw)
+        raw.close()
+        import gzip
+
+        return gzip.open(path, "rb")
+    if compression == "zstd":
+        return zstandard.ZstdDecompressor().stream_reader(raw, read_size=1 << 20, closefd=True)
+    return raw

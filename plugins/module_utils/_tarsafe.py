@@ -23,6 +23,9 @@ validated metadata, so nothing but what was checked reaches the target.
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 import tarfile
 
 from ansible_collections.authentik_ops.backup.plugins.module_utils._formats import TarWalker
@@ -236,3 +239,164 @@ def rebuild(fileobj, tops=None, chunk=CHUNK, skip_top_dirs=False):
     finally:
         tar.close()
     yield bytes(2 * tarfile.BLOCKSIZE)
+
+
+# --- extraction into a directory of the host the module runs on (path_restore platform=local) ---------------------
+
+FILE_MODE_MAX = 0o600  # files get 0600 unless the archive asks for less
+DIR_MODE = 0o700  # directories of the (private) extraction tree
+
+# tarfile's own "data" filter (Python 3.11.4+, 3.12+, and backports): a second opinion on every member.
+_DATA_FILTER = getattr(tarfile, "data_filter", None)
+
+
+class LocalExtraction:
+    """What :func:`extract_local` wrote: member counts and the files with their archived mode, uid and gid."""
+
+    def __init__(self):
+        self.members = 0
+        self.bytes = 0
+        self.files = []
+
+
+def _open_dir(parent_fd, name, create, where):
+    """Open (creating when asked) the directory ``name`` below ``parent_fd`` without following a symlink."""
+    if create:
+        try:
+            os.mkdir(name, DIR_MODE, dir_fd=parent_fd)
+        except FileExistsError:
+            pass
+    try:
+        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
+                       dir_fd=parent_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+            raise TarSafetyError(f"{where!r} exists in the destination and is not a directory (a symlink or a "
+                                 "file); it is not followed") from None
+        raise
+
+
+def _walk(root_fd, parts, create):
+    """A descriptor of the directory ``parts`` (components) below ``root_fd``; no symlink is ever followed."""
+    fd = os.dup(root_fd)
+    try:
+        for depth, name in enumerate(parts):
+            child = _open_dir(fd, name, create, "/".join(parts[:depth + 1]))
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _remove_entry(parent_fd, name, where, keep_dir=False):
+    """Remove what is at ``name`` (a file or a symlink, never followed); a directory is kept or refused."""
+    try:
+        info = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(info.st_mode):
+        if keep_dir:
+            return
+        raise TarSafetyError(f"member {where!r}: a directory of that name exists in the destination")
+    os.unlink(name, dir_fd=parent_fd)
+
+
+def _data_filter(member, root):
+    if _DATA_FILTER is None:
+        return member
+    try:
+        return _DATA_FILTER(member, root)
+    except tarfile.FilterError as exc:
+        raise TarSafetyError(f"member {member.name!r}: refused by tarfile's data filter: {exc}") from None
+
+
+def extract_local(fileobj, root, chunk=CHUNK):
+    """Extract the tar stream ``fileobj`` into the existing host directory ``root``.
+
+    Call it only on an archive :func:`validate_stream` accepted; every member is checked again here
+    (:func:`normalize`, tarfile's ``data`` filter where Python has it). Nothing is written outside ``root``:
+    every directory is opened below a descriptor of ``root`` with ``O_NOFOLLOW`` (a symlink already in ``root``
+    is refused, never followed), an existing file or symlink at a member's place is removed and the file is
+    created anew (``O_EXCL``). Files get mode ``0600`` unless the archive has a stricter one, directories ``0700``;
+    owners are not set. Symlinks and hardlinks are recreated as checked. Returns a :class:`LocalExtraction`.
+    """
+    done = LocalExtraction()
+    real_root = os.path.realpath(root)
+    root_fd = os.open(real_root, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+    tar = tarfile.open(fileobj=fileobj, mode="r|", encoding="utf-8", errors="surrogateescape")
+    try:
+        for member in tar:
+            try:
+                parts = normalize(member.name)
+            except ValueError as exc:
+                raise TarSafetyError(f"member {member.name!r}: {exc}") from None
+            if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
+                raise TarSafetyError(f"member {member.name!r}: only files, directories and links are extracted")
+            archived_mode = stat.S_IMODE(member.mode)
+            _data_filter(member, real_root)
+            key = "/".join(parts)
+            if member.isdir():
+                fd = _walk(root_fd, parts[:-1], create=True)
+                try:
+                    _remove_entry(fd, parts[-1], key, keep_dir=True)
+                    os.close(_open_dir(fd, parts[-1], True, key))
+                finally:
+                    os.close(fd)
+            else:
+                fd = _walk(root_fd, parts[:-1], create=True)
+                try:
+                    _remove_entry(fd, parts[-1], key)
+                    if member.issym():
+                        os.symlink(member.linkname, parts[-1], dir_fd=fd)
+                    elif member.islnk():
+                        _hardlink(root_fd, member.linkname, fd, parts[-1], key)
+                    else:
+                        mode = archived_mode & FILE_MODE_MAX
+                        _write_file(tar, member, fd, parts[-1], mode, chunk)
+                        done.bytes += member.size
+                        done.files.append(dict(name=key, mode=f"{archived_mode:04o}",
+                                               uid=member.uid, gid=member.gid, size=member.size))
+                finally:
+                    os.close(fd)
+            done.members += 1
+    except tarfile.TarError as exc:
+        raise TarSafetyError(f"the tar archive is damaged or truncated after {done.members} members: "
+                             f"{exc}") from exc
+    finally:
+        tar.close()
+        os.close(root_fd)
+    return done
+
+
+def _hardlink(root_fd, target, parent_fd, name, where):
+    try:
+        target_parts = normalize(target)
+    except ValueError as exc:
+        raise TarSafetyError(f"member {where!r}: hardlink target {target!r}: {exc}") from None
+    source_fd = _walk(root_fd, target_parts[:-1], create=False)
+    try:
+        os.link(target_parts[-1], name, src_dir_fd=source_fd, dst_dir_fd=parent_fd, follow_symlinks=False)
+    finally:
+        os.close(source_fd)
+
+
+def _write_file(tar, member, parent_fd, name, mode, chunk):
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    out = os.open(name, flags, mode, dir_fd=parent_fd)
+    try:
+        os.fchmod(out, mode)  # the umask may have taken bits the mode keeps; never more than asked
+        source = tar.extractfile(member)
+        remaining = member.size
+        while remaining:
+            block = source.read(min(chunk, remaining))
+            if not block:
+                raise TarSafetyError(f"member {member.name!r}: data ends early")
+            remaining -= len(block)
+            view = memoryview(block)
+            while view:
+                view = view[os.write(out, view):]
+        os.fsync(out)
+    finally:
+        os.close(out)

@@ -24,11 +24,16 @@ description:
     Docker host the module runs on (no network, a random superuser password in its environment, a superuser name
     that is not in the dump), the databases and their tables are counted, and the container and its anonymous
     volumes are removed whatever happens.
+  - Files encrypted with age (see O(authentik_ops.backup.postgres_dump#module:encrypt_recipients)) are decrypted in
+    memory while they are checked when O(decrypt_identity) or O(decrypt_identity_file) is given. Without an identity
+    their size and SHA-256 are still checked, but not their compression or format; the result says so in a
+    warning and in the C(content_checked) key of each entry of RV(files).
   - The set itself is only read.
 author:
   - authentik_ops maintainers (@authentik-ops)
 extends_documentation_fragment:
   - authentik_ops.backup._common
+  - authentik_ops.backup._common.decrypt
 attributes:
   check_mode:
     support: full
@@ -152,7 +157,9 @@ files:
   elements: dict
   sample:
     - {name: postgres.sql.zst, part: postgres, ok: true, size: 1234, sha256: "9f86...", format: pg_dumpall,
-       problems: [], details: {raw_size: 5678}}
+       content_checked: true, problems: [], details: {raw_size: 5678}}
+    - {name: redis.rdb.age, part: redis, ok: true, size: 2345, sha256: "1c2d...", format: none, encryption: age,
+       content_checked: false, problems: [], details: {}}
 authentik:
   description: The authentik version, image and layout the manifest records.
   returned: when the manifest could be read
@@ -185,10 +192,18 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback
 
+from ansible_collections.authentik_ops.backup.plugins.module_utils._age import (
+    AgeError,
+    decrypt_chunks,
+    is_age_file,
+)
 from ansible_collections.authentik_ops.backup.plugins.module_utils._common import (
+    DECRYPT_MUTUALLY_EXCLUSIVE,
     DEFAULT_DOCKER_HOST,
     Stopwatch,
+    decrypt_argument_spec,
     excerpt,
+    load_identities,
 )
 from ansible_collections.authentik_ops.backup.plugins.module_utils._formats import RdbChecker
 from ansible_collections.authentik_ops.backup.plugins.module_utils._postgres import (
@@ -321,7 +336,7 @@ def check_content(kind, chunks, entry, record):
     return None
 
 
-def verify_file(set_path, entry, check_formats):
+def verify_file(set_path, entry, check_formats, identities=()):
     name = entry.get("name") if isinstance(entry, dict) else None
     record = dict(name=name, part=entry.get("part") if isinstance(entry, dict) else None, ok=False, problems=[],
                   details={})
@@ -338,12 +353,28 @@ def verify_file(set_path, entry, check_formats):
         return record
     compression = entry.get("compression") or compression_of(name)
     kind = kind_of(entry) if check_formats else None
-    record.update(format=kind or "none", compression=compression)
+    record.update(format=kind or "none", compression=compression, content_checked=True)
     raw = _RawReader(path)
+    chunks = raw.chunks()
     try:
-        problem = check_content(kind, decode_strict(raw.chunks(), compression), entry, record)
+        encrypted = is_age_file(path)
+    except OSError:
+        encrypted = False
+    if (entry.get("encryption") or {}).get("scheme") == "age" and not encrypted:
+        problems.append(f"{name}: the manifest says it is encrypted with age, but it is not an age file")
+    if encrypted:
+        record["encryption"] = "age"
+        if identities:
+            chunks = decrypt_chunks(chunks, identities)
+        else:  # size and sha256 only: neither compression nor format can be checked without the identity
+            kind, compression = None, "none"
+            record.update(format="none", content_checked=False)
+    try:
+        problem = check_content(kind, decode_strict(chunks, compression), entry, record)
         if problem:
             problems.append(f"{name}: {problem}")
+    except AgeError as exc:
+        problems.append(f"{name}: cannot be decrypted: {exc}")
     except RestoreError as exc:
         problems.append(f"{name}: {exc}")
     except OSError as exc:
@@ -507,8 +538,9 @@ def main():
             restore_timeout=dict(type="int", default=180),
             docker_host=dict(type="str", default=DEFAULT_DOCKER_HOST, fallback=(env_fallback, ["DOCKER_HOST"])),
             api_timeout=dict(type="int", default=60),
+            **decrypt_argument_spec(),
         ),
-        mutually_exclusive=[("path", "dest")],
+        mutually_exclusive=[("path", "dest")] + DECRYPT_MUTUALLY_EXCLUSIVE,
         required_one_of=[("path", "dest")],
         supports_check_mode=True,
     )
@@ -537,13 +569,20 @@ def main():
     if manifest is not None:
         if manifest.get("format") != 1:
             warnings.append(f"{MANIFEST}: format {manifest.get('format')!r}, this module knows format 1")
-        files = [verify_file(set_path, entry if isinstance(entry, dict) else {}, params["check_formats"])
+        identities = load_identities(module)
+        files = [verify_file(set_path, entry if isinstance(entry, dict) else {}, params["check_formats"],
+                             identities)
                  for entry in manifest["files"]]
         for record in files:
             problems.extend(record["problems"])
+        unchecked = [record["name"] for record in files if record.get("content_checked") is False]
+        if unchecked:
+            warnings.append(f"{', '.join(unchecked)}: encrypted with age and no identity given (decrypt_identity or "
+                            "decrypt_identity_file): size and sha256 were checked, compression and format were not")
         listed = {record["name"] for record in files if record.get("name")}
         for entry in sorted(os.listdir(set_path)):
-            if entry != MANIFEST and entry not in listed:
+            # report.json: the run report the backup role writes after the manifest (it describes, not holds, data)
+            if entry not in (MANIFEST, "report.json") and entry not in listed:
                 warnings.append(f"{entry}: in the set directory but not in the manifest")
         result.update(files=files, authentik=manifest.get("authentik") or {}, platform=manifest.get("platform"),
                       manifest={key: manifest.get(key) for key in ("format", "set", "started_at", "completed_at",

@@ -155,6 +155,11 @@ compression:
   returned: always
   type: str
   sample: zstd
+encryption:
+  description: How the file is encrypted (O(encrypt_recipients)); the recipients are public keys.
+  returned: success with O(encrypt_recipients)
+  type: dict
+  sample: {scheme: age, recipients: [age124n3glqf2ltpr3x33zh7dlznrdsrc8f343z8gpxhm4teqs550fqqnvkd3e]}
 duration:
   description: Seconds to stream the archive.
   returned: when an archive was written
@@ -359,7 +364,7 @@ def main():
     watch = Stopwatch()
     try:
         with AtomicSink(params["dest"], params["compression"], params["compression_level"],
-                        params["compression_threads"]) as sink:
+                        params["compression_threads"], recipients=params["encrypt_recipients"]) as sink:
             if transport is None:
                 members, archived = archive_local(sink, wanted, params["content"]), wanted + given
             else:

@@ -31,6 +31,7 @@ author:
 extends_documentation_fragment:
   - authentik_ops.backup._common
   - authentik_ops.backup._common.transport
+  - authentik_ops.backup._common.decrypt
   - kubernetes.core.k8s_auth_options
 attributes:
   check_mode:
@@ -158,10 +159,13 @@ import posixpath
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.authentik_ops.backup.plugins.module_utils._common import (
+    DECRYPT_MUTUALLY_EXCLUSIVE,
     TRANSPORT_REQUIRED_IF,
     Stopwatch,
+    decrypt_argument_spec,
     excerpt,
     open_transport,
+    prepare_decryption,
     transport_argument_spec,
 )
 from ansible_collections.authentik_ops.backup.plugins.module_utils._restore import (
@@ -263,11 +267,14 @@ def main():
         paths=dict(type="list", elements="str", required=True),
         clean=dict(type="bool", default=False),
     )
-    module = AnsibleModule(argument_spec=argument_spec, required_if=TRANSPORT_REQUIRED_IF, supports_check_mode=True)
+    argument_spec.update(decrypt_argument_spec())
+    module = AnsibleModule(argument_spec=argument_spec, required_if=TRANSPORT_REQUIRED_IF,
+                           mutually_exclusive=DECRYPT_MUTUALLY_EXCLUSIVE, supports_check_mode=True)
     params = module.params
     src = params["src"]
     if not os.path.isfile(src) or not os.access(src, os.R_OK):
         module.fail_json(msg=f"src: {src} is not a readable file on this host", src=src)
+    prepare_decryption(module, src)
     params["compression"] = compression_of(src, params["compression"])
     problem = compression_problem(params["compression"])
     if problem:

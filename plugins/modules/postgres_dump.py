@@ -104,6 +104,13 @@ EXAMPLES = r"""
     password: "{{ vault_pg_superuser_password }}"
     dest: /var/backups/authentik/manual/postgres.sql
     compression: none
+
+- name: Dump encrypted to an age key (no plaintext reaches the disk)
+  authentik_ops.backup.postgres_dump:
+    container: authentik-postgresql-1
+    dest: /var/backups/authentik/manual/postgres.sql.zst.age
+    encrypt_recipients:
+      - age124n3glqf2ltpr3x33zh7dlznrdsrc8f343z8gpxhm4teqs550fqqnvkd3e
 """
 
 RETURN = r"""
@@ -132,6 +139,11 @@ compression:
   returned: success
   type: str
   sample: zstd
+encryption:
+  description: How the file is encrypted (O(encrypt_recipients)); the recipients are public keys.
+  returned: success with O(encrypt_recipients)
+  type: dict
+  sample: {scheme: age, recipients: [age124n3glqf2ltpr3x33zh7dlznrdsrc8f343z8gpxhm4teqs550fqqnvkd3e]}
 duration:
   description: Seconds from the start of the dump to the file being in place.
   returned: success and not check mode
@@ -228,7 +240,7 @@ def dump(module, transport, info):
     watch = Stopwatch()
     try:
         with AtomicSink(params["dest"], params["compression"], params["compression_level"],
-                        params["compression_threads"]) as sink:
+                        params["compression_threads"], recipients=params["encrypt_recipients"]) as sink:
             result = transport.exec_stream(argv, sink.write, secret_env=secret_env(params))
             if not result.complete:
                 raise TransportError(f"the dump stream from {transport.describe()} broke off: {result.problem}; "

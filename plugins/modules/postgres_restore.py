@@ -33,6 +33,7 @@ author:
 extends_documentation_fragment:
   - authentik_ops.backup._common
   - authentik_ops.backup._common.transport
+  - authentik_ops.backup._common.decrypt
   - kubernetes.core.k8s_auth_options
 attributes:
   check_mode:
@@ -110,6 +111,12 @@ EXAMPLES = r"""
     namespace: authentik
     pod: authentik-postgresql-0
     src: /var/backups/authentik/authentik-20261130T020000Z/postgres.sql.gz
+
+- name: Restore an age-encrypted dump with the identity from a vault
+  authentik_ops.backup.postgres_restore:
+    container: authentik-postgresql-1
+    src: /var/backups/authentik/latest/postgres.sql.zst.age
+    decrypt_identity: "{{ vault_authentik_backup_age_identity }}"
 
 - name: Check a dump and the target without changing anything
   authentik_ops.backup.postgres_restore:
@@ -194,10 +201,13 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.authentik_ops.backup.plugins.module_utils._common import (
+    DECRYPT_MUTUALLY_EXCLUSIVE,
     TRANSPORT_REQUIRED_IF,
     Stopwatch,
+    decrypt_argument_spec,
     excerpt,
     open_transport,
+    prepare_decryption,
     transport_argument_spec,
 )
 from ansible_collections.authentik_ops.backup.plugins.module_utils._postgres import (
@@ -276,11 +286,14 @@ def main():
         port=dict(type="int"),
         filter_current_role=dict(type="bool", default=True),
     )
-    module = AnsibleModule(argument_spec=argument_spec, required_if=TRANSPORT_REQUIRED_IF, supports_check_mode=True)
+    argument_spec.update(decrypt_argument_spec())
+    module = AnsibleModule(argument_spec=argument_spec, required_if=TRANSPORT_REQUIRED_IF,
+                           mutually_exclusive=DECRYPT_MUTUALLY_EXCLUSIVE, supports_check_mode=True)
     params = module.params
     src = params["src"]
     if not os.path.isfile(src) or not os.access(src, os.R_OK):
         module.fail_json(msg=f"src: {src} is not a readable file on this host", src=src)
+    prepare_decryption(module, src)
     params["compression"] = compression_of(src, params["compression"])
     problem = compression_problem(params["compression"])
     if problem:

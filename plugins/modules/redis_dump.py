@@ -117,6 +117,11 @@ compression:
   returned: success
   type: str
   sample: none
+encryption:
+  description: How the file is encrypted (O(encrypt_recipients)); the recipients are public keys.
+  returned: success with O(encrypt_recipients)
+  type: dict
+  sample: {scheme: age, recipients: [age124n3glqf2ltpr3x33zh7dlznrdsrc8f343z8gpxhm4teqs550fqqnvkd3e]}
 duration:
   description: Seconds for snapshot and copy.
   returned: success and not check mode
@@ -243,7 +248,7 @@ def copy(module, transport, rdb_path):
     watch = Stopwatch()
     try:
         with AtomicSink(params["dest"], params["compression"], params["compression_level"],
-                        params["compression_threads"]) as sink:
+                        params["compression_threads"], recipients=params["encrypt_recipients"]) as sink:
             def write(data):
                 checker.feed(data)
                 sink.write(data)

@@ -32,6 +32,7 @@ author:
 extends_documentation_fragment:
   - authentik_ops.backup._common
   - authentik_ops.backup._common.transport
+  - authentik_ops.backup._common.decrypt
   - kubernetes.core.k8s_auth_options
 attributes:
   check_mode:
@@ -183,10 +184,13 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.authentik_ops.backup.plugins.module_utils._common import (
+    DECRYPT_MUTUALLY_EXCLUSIVE,
     TRANSPORT_REQUIRED_IF,
     Stopwatch,
+    decrypt_argument_spec,
     excerpt,
     open_transport,
+    prepare_decryption,
     transport_argument_spec,
 )
 from ansible_collections.authentik_ops.backup.plugins.module_utils._formats import RdbChecker
@@ -346,9 +350,10 @@ def main():
         stop_timeout=dict(type="int", default=60),
         wait_timeout=dict(type="int", default=300),
     )
+    argument_spec.update(decrypt_argument_spec())
     module = AnsibleModule(argument_spec=argument_spec,
                            required_if=TRANSPORT_REQUIRED_IF + [("mode", "replace", ("src",))],
-                           supports_check_mode=True)
+                           mutually_exclusive=DECRYPT_MUTUALLY_EXCLUSIVE, supports_check_mode=True)
     params = module.params
     result = dict(mode=params["mode"])
     rdb = None
@@ -357,6 +362,7 @@ def main():
         result["src"] = src
         if not os.path.isfile(src) or not os.access(src, os.R_OK):
             module.fail_json(msg=f"src: {src} is not a readable file on this host", **result)
+        prepare_decryption(module, src)
         params["compression"] = compression_of(src, params["compression"])
         problem = compression_problem(params["compression"])
         if problem:
