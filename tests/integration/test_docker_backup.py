@@ -186,7 +186,8 @@ def test_backup_set_is_complete(stack, first_backup):
     manifest = json.loads((set_dir / "manifest.json").read_text())
     assert manifest == run.fact["manifest"]
     assert [f["name"] for f in manifest["files"]] == expected_files(stack)
-    assert sorted(p.name for p in set_dir.iterdir()) == sorted(expected_files(stack) + ["manifest.json"])
+    # report.json: the run report the role writes after the manifest (tests/integration/test_operations.py)
+    assert sorted(p.name for p in set_dir.iterdir()) == sorted(expected_files(stack) + ["manifest.json", "report.json"])
     for entry in manifest["files"]:
         path = set_dir / entry["name"]
         assert path.stat().st_size == entry["size"]

@@ -1,0 +1,572 @@
+#!/usr/bin/python
+# Copyright (c) authentik_ops.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: backup_lock
+short_description: Take or release the lock that lets one backup run at a time write to a destination
+version_added: 0.2.0
+description:
+  - The lock is the file C(<dest>/.lock), a small JSON document naming its holder (C(run_id), C(pid), C(host),
+    C(started_at), C(purpose)). Only one run at a time can hold it, so two runs never write into, prune or move
+    C(latest) of the same destination together.
+  - O(state=present) takes the lock. The record is written to a temporary file and hard-linked to C(.lock), which
+    fails when C(.lock) exists (atomic like C(O_EXCL), and the lock is never seen half-written; on file systems
+    without hard links C(O_CREAT|O_EXCL) is used). When another run holds the lock, the module polls until
+    O(timeout) seconds have passed and then fails with a message naming the holder.
+  - A lock left by a dead run is recognised and taken over. It is dead when it was taken on this host and its
+    process (with the same start time, so a reused pid does not count) no longer runs, or when it is older than
+    O(stale_age) seconds. The takeover atomically replaces C(.lock) (rename over it) while holding the short-lived
+    guard C(<dest>/.lock.takeover), so C(.lock) never disappears and two runs cannot both take it over.
+  - The recorded process is the one that lives as long as the whole run on the host where the module runs, by
+    default the topmost C(ansible-playbook) (or C(ansible-runner)) process among the module's ancestors, found with
+    C(/proc). With a remote connection (SSH) there is no such process on the host; the lock then records no pid and
+    only O(stale_age) recognises a dead run.
+  - O(state=absent) releases the lock, but only when it is held by O(run_id); a lock held by another run is left
+    alone and reported.
+author:
+  - authentik_ops maintainers (@authentik-ops)
+extends_documentation_fragment:
+  - authentik_ops.backup._common
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Reports whether the lock is free, held (and by whom) or stale, without waiting and without writing.
+  diff_mode:
+    support: none
+  idempotent:
+    support: partial
+    details:
+      - V(present) with the O(run_id) of the current holder and V(absent) of a lock that is not held report no change.
+options:
+  state:
+    description:
+      - V(present) takes the lock, V(absent) releases it.
+    type: str
+    choices: [present, absent]
+    default: present
+  dest:
+    description:
+      - Directory that holds the backup sets. Created with mode C(0700) when it is missing and the lock is taken.
+    type: path
+    required: true
+  run_id:
+    description:
+      - Identifier of the run. With O(state=present) a random one is made when it is not given; a lock already held
+        by this identifier is kept (no change).
+      - Required with O(state=absent); only a lock with this identifier is removed.
+    type: str
+  timeout:
+    description:
+      - Seconds to wait for a lock held by a live run before failing. V(0) fails at once.
+    type: int
+    default: 0
+  poll_interval:
+    description:
+      - Seconds between two looks at a held lock while waiting.
+    type: float
+    default: 2.0
+  stale_age:
+    description:
+      - Age in seconds after which any lock counts as left behind and is taken over, whoever holds it.
+      - Make it longer than the longest backup can take. V(0) turns the age rule off.
+    type: int
+    default: 86400
+  pid:
+    description:
+      - Process the lock follows on this host. Defaults to the topmost C(ansible-playbook) or C(ansible-runner)
+        ancestor of the module (see the description); V(0) records no process.
+    type: int
+  purpose:
+    description:
+      - Free text recorded in the lock and shown to a run that has to wait, for example the set being written.
+    type: str
+    default: backup
+  remove_empty_dest:
+    description:
+      - With O(state=absent), also remove O(dest) when it is empty once the lock is gone (C(rmdir), which never
+        removes a directory that holds anything). For a run that created O(dest) (RV(created_dest)) and then failed
+        before writing to it.
+    type: bool
+    default: false
+seealso:
+  - module: authentik_ops.backup.backup_set
+  - module: authentik_ops.backup.backup_prune
+"""
+
+EXAMPLES = r"""
+- name: Take the lock of the destination, waiting up to 10 minutes for another run
+  authentik_ops.backup.backup_lock:
+    dest: /var/backups/authentik
+    timeout: 600
+  register: backup_lock
+
+- name: Back up, then release the lock even when the backup fails
+  block:
+    - name: Start a backup set
+      authentik_ops.backup.backup_set:
+        dest: /var/backups/authentik
+  always:
+    - name: Release the lock
+      authentik_ops.backup.backup_lock:
+        state: absent
+        dest: /var/backups/authentik
+        run_id: "{{ backup_lock.run_id }}"
+"""
+
+RETURN = r"""
+path:
+  description: Path of the lock file.
+  returned: always
+  type: str
+  sample: /var/backups/authentik/.lock
+run_id:
+  description: Identifier of the run that holds the lock after the task (this run's with O(state=present)).
+  returned: success
+  type: str
+  sample: 3f9c2a7d1b4e4c55
+acquired:
+  description: Whether this task took the lock (V(false) in check mode and when it was already held by O(run_id)).
+  returned: state=present
+  type: bool
+  sample: true
+released:
+  description: Whether this task removed the lock.
+  returned: state=absent
+  type: bool
+  sample: true
+waited:
+  description: Seconds spent waiting for another run to release the lock.
+  returned: state=present
+  type: float
+  sample: 12.4
+took_over:
+  description: The record of a dead run's lock that this task replaced, or V(null).
+  returned: state=present
+  type: dict
+  sample: {pid: 4242, host: backup01, started_at: "2026-11-30T02:00:00Z", run_id: 0c1d2e3f4a5b6c7d, reason: "process 4242 on backup01 is gone"}
+holder:
+  description:
+    - The record of the lock as found. In check mode, or with O(state=absent) when another run holds the lock,
+      that run's record; V(null) when there is no lock.
+  returned: always
+  type: dict
+  sample: {pid: 4242, host: backup01, started_at: "2026-11-30T02:00:00Z", run_id: 0c1d2e3f4a5b6c7d, purpose: backup}
+state:
+  description: In check mode, what a real run would find, V(free), V(held), V(stale) or V(own).
+  returned: check mode
+  type: str
+  sample: free
+created_dest:
+  description: Whether this task created O(dest).
+  returned: state=present
+  type: bool
+  sample: false
+record:
+  description: The record this task wrote to the lock file.
+  returned: state=present and the lock was taken
+  type: dict
+  sample: {pid: 4242, pid_start: 1234567, host: backup01, started_at: "2026-11-30T02:00:00Z", run_id: 0c1d2e3f4a5b6c7d}
+"""
+
+import datetime
+import errno
+import json
+import os
+import secrets
+import socket
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+LOCK = ".lock"
+GUARD = ".lock.takeover"
+# The guarded section (read, compare, replace) takes milliseconds; a guard older than this was left by a crash.
+GUARD_STALE_AGE = 60
+RUN_COMMANDS = ("ansible-playbook", "ansible-runner")
+
+
+def utc_now():
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+
+
+def iso(moment):
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(text):
+    try:
+        return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+    except (TypeError, ValueError):
+        return None
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- processes ---------------------------------------------------------------------------------------------------
+
+def process_start(pid):
+    """Start time of ``pid`` in clock ticks since boot (field 22 of /proc/<pid>/stat), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    # the command name (field 2) is in parentheses and may itself hold spaces and parentheses
+    fields = stat[stat.rfind(")") + 2:].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def _parent(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read().decode("utf-8", "replace")
+        return int(stat[stat.rfind(")") + 2:].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def run_process(start=None):
+    """The topmost ansible-playbook/ansible-runner ancestor of ``start`` (default: this process), or 0.
+
+    Ansible forks a worker per task from the ansible-playbook process; the worker has the same command line, so the
+    topmost one is the process that lives for the whole run.
+    """
+    pid = _parent(start or os.getpid())
+    found = 0
+    seen = set()
+    while pid > 1 and pid not in seen:
+        seen.add(pid)
+        words = [os.path.basename(word) for word in _cmdline(pid).split()[:3]]
+        if any(word in RUN_COMMANDS for word in words):
+            found = pid
+        pid = _parent(pid)
+    return found
+
+
+def process_alive(pid, start=None):
+    """Whether ``pid`` runs and, when ``start`` is known, is still the process that started then."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    except OSError:
+        return True
+    if start is not None:
+        current = process_start(pid)
+        if current is not None and current != start:
+            return False
+    return True
+
+
+# --- the lock record -----------------------------------------------------------------------------------------------
+
+def read_record(path):
+    """The lock's record, ``{}`` for an unreadable (half-written by an O_EXCL writer) one, or None when absent."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    try:
+        record = json.loads(data.decode("utf-8"))
+        if not isinstance(record, dict):
+            record = {}
+    except ValueError:
+        record = {}
+    record["_mtime"] = stat.st_mtime
+    record["_ino"] = stat.st_ino
+    return record
+
+
+def public(record):
+    return {k: v for k, v in (record or {}).items() if not k.startswith("_")} if record is not None else None
+
+
+def stale_reason(record, hostname, now, stale_age):
+    """Why the lock ``record`` was left by a dead run, or None while its run may be alive."""
+    started = parse_iso(record.get("started_at"))
+    age = now - (started.timestamp() if started else record.get("_mtime", now))
+    if stale_age and age > stale_age:
+        return f"it is {int(age)} s old, more than stale_age={stale_age} s"
+    pid = record.get("pid")
+    if record.get("host") == hostname and isinstance(pid, int) and pid > 0:
+        if not process_alive(pid, record.get("pid_start")):
+            return f"process {pid} on {hostname} is gone"
+    if not record.get("run_id") and now - record.get("_mtime", now) > GUARD_STALE_AGE:
+        return "it is unreadable and was not written in the last minute"
+    return None
+
+
+def describe(record):
+    if not record or not record.get("run_id"):
+        return "a run that is still writing the lock file"
+    pid = f"pid {record['pid']}" if record.get("pid") else "no local process recorded"
+    return (f"run {record.get('run_id')} ({pid} on host {record.get('host')}, started {record.get('started_at')}, "
+            f"{record.get('purpose') or 'backup'})")
+
+
+def _link_or_create(tmp, path, data):
+    """Make ``path`` with ``data`` only if it does not exist. True when made, False when it exists."""
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV, errno.EMLINK):
+            raise
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return True
+
+
+class Guard:
+    """The short-lived ``.lock.takeover`` file that serialises takeovers and releases."""
+
+    def __init__(self, dest, deadline):
+        self.path = os.path.join(dest, GUARD)
+        self.deadline = deadline
+
+    def __enter__(self):
+        while True:
+            try:
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+                return self
+            except FileExistsError:
+                try:
+                    if time.time() - os.stat(self.path).st_mtime > GUARD_STALE_AGE:
+                        os.unlink(self.path)
+                        continue
+                except FileNotFoundError:
+                    continue
+            if time.time() > self.deadline:
+                raise TimeoutError(f"{self.path} is held by another run")
+            time.sleep(0.1)
+
+    def __exit__(self, *exc):
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+class Locker:
+    def __init__(self, module):
+        self.module = module
+        params = module.params
+        self.dest = params["dest"]
+        self.path = os.path.join(self.dest, LOCK)
+        self.hostname = socket.gethostname()
+
+    def new_record(self):
+        params = self.module.params
+        pid = params["pid"] if params["pid"] is not None else run_process()
+        return dict(run_id=params["run_id"] or secrets.token_hex(8), pid=pid or None,
+                    pid_start=process_start(pid) if pid else None, host=self.hostname,
+                    started_at=iso(utc_now()), purpose=params["purpose"])
+
+    def check(self):
+        record = read_record(self.path) if os.path.isdir(self.dest) else None
+        if record is None:
+            state = "free"
+        elif self.module.params["run_id"] and record.get("run_id") == self.module.params["run_id"]:
+            state = "own"
+        elif stale_reason(record, self.hostname, time.time(), self.module.params["stale_age"]):
+            state = "stale"
+        else:
+            state = "held"
+        self.module.exit_json(changed=state in ("free", "stale"), path=self.path, state=state,
+                              run_id=self.module.params["run_id"], acquired=False, waited=0.0, took_over=None,
+                              holder=public(record))
+
+    def acquire(self):
+        params = self.module.params
+        created_dest = self.make_dest()
+        record = self.new_record()
+        data = json.dumps(record, sort_keys=True).encode("utf-8") + b"\n"
+        tmp = os.path.join(self.dest, f".lock.{record['run_id']}.{secrets.token_hex(4)}.tmp")
+        self.write_tmp(tmp, data)
+        begin = time.time()
+        deadline = begin + max(params["timeout"], 0)
+        took_over = None
+        holder = None
+        try:
+            while True:
+                try:
+                    if _link_or_create(tmp, self.path, data):
+                        break
+                except FileNotFoundError:
+                    # the run that created dest removed it again (it stayed empty): make it and our tmp again
+                    created_dest = self.make_dest() or created_dest
+                    self.write_tmp(tmp, data)
+                    continue
+                holder = read_record(self.path)
+                if holder is None:
+                    continue  # released between our two looks
+                if params["run_id"] and holder.get("run_id") == params["run_id"]:
+                    self.module.exit_json(changed=False, path=self.path, run_id=params["run_id"], acquired=False,
+                                          waited=round(time.time() - begin, 1), took_over=None,
+                                          holder=public(holder), created_dest=created_dest)
+                reason = stale_reason(holder, self.hostname, time.time(), params["stale_age"])
+                if reason and self.take_over(tmp, data, holder, deadline):
+                    took_over = dict(public(holder), reason=reason)
+                    break
+                if time.time() >= deadline:
+                    self.module.fail_json(
+                        msg=(f"The backup destination {self.dest} is locked by {describe(holder)}; waited "
+                             f"{round(time.time() - begin)} s (timeout {params['timeout']} s). Only one run may write "
+                             f"to a destination at a time: wait for that run, raise the timeout, or, if that run is "
+                             f"dead and its lock was not recognised as such, remove {self.path}."),
+                        path=self.path, holder=public(holder), waited=round(time.time() - begin, 1))
+                time.sleep(min(params["poll_interval"], max(deadline - time.time(), 0.05)))
+        finally:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+        _fsync_dir(self.dest)
+        self.module.exit_json(changed=True, path=self.path, run_id=record["run_id"], acquired=True,
+                              waited=round(time.time() - begin, 1), took_over=took_over, holder=public(holder),
+                              record=record, created_dest=created_dest)
+
+    def make_dest(self):
+        if os.path.isdir(self.dest):
+            return False
+        try:
+            os.makedirs(self.dest, mode=0o700)
+        except FileExistsError:
+            return False
+        os.chmod(self.dest, 0o700)
+        return True
+
+    @staticmethod
+    def write_tmp(tmp, data):
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def take_over(self, tmp, data, stale, deadline):
+        """Replace the stale lock ``stale`` with ours, if it is still the lock. True when done."""
+        try:
+            with Guard(self.dest, max(deadline, time.time() + 5)):
+                current = read_record(self.path)
+                if current is None or current.get("_ino") != stale.get("_ino") \
+                        or current.get("run_id") != stale.get("run_id"):
+                    return False  # released or taken by someone else meanwhile: look again
+                twin = tmp + ".takeover"
+                fd = os.open(twin, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                try:
+                    os.write(fd, data)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                # rename over the stale lock: .lock never disappears, so no third run can slip in
+                os.replace(twin, self.path)
+                return True
+        except TimeoutError:
+            return False
+
+    def release(self):
+        params = self.module.params
+        record = read_record(self.path) if os.path.isdir(self.dest) else None
+        if record is None:
+            self.module.exit_json(changed=False, path=self.path, run_id=params["run_id"], released=False,
+                                  holder=None)
+        if record.get("run_id") != params["run_id"]:
+            self.module.warn(f"{self.path} is held by {describe(record)}, not by run {params['run_id']}; left alone")
+            self.module.exit_json(changed=False, path=self.path, run_id=params["run_id"], released=False,
+                                  holder=public(record))
+        if self.module.check_mode:
+            self.module.exit_json(changed=True, path=self.path, run_id=params["run_id"], released=False,
+                                  holder=public(record))
+        try:
+            with Guard(self.dest, time.time() + 30):
+                current = read_record(self.path)
+                if current is not None and current.get("run_id") == params["run_id"]:
+                    os.unlink(self.path)
+                    _fsync_dir(self.dest)
+                    released = True
+                else:
+                    released = False
+        except TimeoutError as exc:
+            self.module.fail_json(msg=f"could not release {self.path}: {exc}")
+        if released:
+            if params["remove_empty_dest"]:
+                try:
+                    os.rmdir(self.dest)
+                except OSError:
+                    pass  # not empty (or gone): keep it
+            self.module.exit_json(changed=True, path=self.path, run_id=params["run_id"], released=True,
+                                  holder=None)
+        self.module.exit_json(changed=False, path=self.path, run_id=params["run_id"], released=False,
+                              holder=public(read_record(self.path)))
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            state=dict(type="str", default="present", choices=["present", "absent"]),
+            dest=dict(type="path", required=True),
+            run_id=dict(type="str"),
+            timeout=dict(type="int", default=0),
+            poll_interval=dict(type="float", default=2.0),
+            stale_age=dict(type="int", default=86400),
+            pid=dict(type="int"),
+            purpose=dict(type="str", default="backup"),
+            remove_empty_dest=dict(type="bool", default=False),
+        ),
+        required_if=[("state", "absent", ("run_id",))],
+        supports_check_mode=True,
+    )
+    params = module.params
+    if params["timeout"] < 0 or params["stale_age"] < 0 or params["poll_interval"] <= 0:
+        module.fail_json(msg="timeout and stale_age must be 0 or more and poll_interval more than 0")
+    locker = Locker(module)
+    try:
+        if params["state"] == "absent":
+            locker.release()
+        elif module.check_mode:
+            locker.check()
+        else:
+            locker.acquire()
+    except OSError as exc:
+        module.fail_json(msg=f"lock {locker.path}: {exc}")
+
+
+if __name__ == "__main__":
+    main()

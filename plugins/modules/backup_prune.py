@@ -1,0 +1,376 @@
+#!/usr/bin/python
+# Copyright (c) authentik_ops.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: backup_prune
+short_description: Remove old authentik backup sets by a retention policy, keeping latest valid
+version_added: 0.2.0
+description:
+  - Applies a retention policy to the complete sets of O(prefix) in O(dest). A set is complete when it has
+    C(manifest.json); only sets named C(<prefix>-<UTC yyyymmddThhmmssZ>) (optionally followed by C(-<n>)) are
+    considered, anything else in O(dest) is never touched.
+  - O(keep_last) keeps the newest N complete sets, O(keep_days) keeps the complete sets that started less than D days
+    ago. A set is kept when either rule keeps it. V(0) turns a rule off; with both off nothing is removed.
+  - The newest complete set is always kept, whatever the rules say.
+  - Incomplete sets (no manifest) are never counted and never removed by the policy, as another run may still be
+    writing one. Those older than O(incomplete_age) are reported as stale; they are removed only with
+    O(remove_stale_incomplete=true) and only while no other run holds the destination's lock (C(<dest>/.lock)).
+  - A set is removed by first renaming it to a hidden C(.<name>.deleting-<random>) directory (it stops being a set
+    at once), then deleting that directory. Such leftovers of an interrupted removal are deleted by the next run.
+  - C(<dest>/latest) is never left pointing at a removed or incomplete set. When it is missing, dangling or points at
+    a set that is removed, it is moved (atomically) to the newest complete set before anything is removed.
+  - Run it after a successful backup, while holding the destination's lock (M(authentik_ops.backup.backup_lock)).
+author:
+  - authentik_ops maintainers (@authentik-ops)
+extends_documentation_fragment:
+  - authentik_ops.backup._common
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Lists the sets that would be removed and what would happen to C(latest); removes nothing.
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+    details:
+      - A second run with the same policy and no new set removes nothing.
+options:
+  dest:
+    description:
+      - Directory that holds the backup sets.
+    type: path
+    required: true
+  prefix:
+    description:
+      - Prefix of the set names to consider.
+    type: str
+    default: authentik
+  keep_last:
+    description:
+      - Keep the newest N complete sets. V(0) turns the rule off.
+    type: int
+    default: 0
+  keep_days:
+    description:
+      - Keep the complete sets that started less than this many days ago (fractions allowed). V(0) turns the rule off.
+    type: float
+    default: 0
+  protect:
+    description:
+      - Names of sets that are kept whatever the rules say, for example the set the run has just written (which is
+        not the newest when the clock went back since an older run).
+    type: list
+    elements: str
+    default: []
+  planned_set:
+    description:
+      - Name of a set the run is about to complete, counted as the newest complete set. For check mode, where the
+        new set is not written, so that the list of what would go is the one a real run would produce.
+      - Used in check mode only; a real run counts only the sets that have a manifest.
+    type: str
+  incomplete_age:
+    description:
+      - Seconds after which an incomplete set counts as stale (left by a run that died).
+    type: int
+    default: 86400
+  remove_stale_incomplete:
+    description:
+      - Also remove incomplete sets older than O(incomplete_age), unless another run than O(run_id) holds the lock.
+    type: bool
+    default: false
+  run_id:
+    description:
+      - Identifier of the lock this run holds (RV(authentik_ops.backup.backup_lock#module:run_id)). A lock held by
+        anyone else stops the removal of stale incomplete sets.
+    type: str
+seealso:
+  - module: authentik_ops.backup.backup_set
+  - module: authentik_ops.backup.backup_lock
+"""
+
+EXAMPLES = r"""
+- name: Keep the last 7 sets and every set of the last 30 days
+  authentik_ops.backup.backup_prune:
+    dest: /var/backups/authentik
+    keep_last: 7
+    keep_days: 30
+  register: prune
+
+- name: Show what a policy of 3 sets would remove
+  authentik_ops.backup.backup_prune:
+    dest: /var/backups/authentik
+    keep_last: 3
+  check_mode: true
+"""
+
+RETURN = r"""
+removed:
+  description: Names of the complete sets removed (in check mode, that would be removed), oldest first.
+  returned: always
+  type: list
+  elements: str
+  sample: [authentik-20261101T020000Z]
+kept:
+  description: The complete sets kept, oldest first, each with the rules that keep it.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{name: authentik-20261130T020000Z, reasons: [newest, keep_last]}]
+incomplete:
+  description: Incomplete sets of O(prefix), each with its age in seconds and whether it counts as stale.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{name: authentik-20261129T020000Z, age: 90000, stale: true, removed: false}]
+latest:
+  description: The set C(latest) points at after the run (in check mode, would point at).
+  returned: always
+  type: str
+  sample: authentik-20261130T020000Z
+latest_changed:
+  description: Whether C(latest) was (or would be) moved because it was missing, dangling or pointed at a removed set.
+  returned: always
+  type: bool
+  sample: false
+policy:
+  description: The policy applied.
+  returned: always
+  type: dict
+  sample: {keep_last: 7, keep_days: 30}
+"""
+
+import datetime
+import os
+import re
+import secrets
+import shutil
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+MANIFEST = "manifest.json"
+LATEST = "latest"
+LOCK = ".lock"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+STAMP = "%Y%m%dT%H%M%SZ"
+
+
+# --- pure functions (unit-tested) --------------------------------------------------------------------------------
+
+def set_time(name, prefix):
+    """UTC start time encoded in a set name ``<prefix>-<yyyymmddThhmmssZ>[-<n>]``, or None when not a set name."""
+    match = re.fullmatch(re.escape(prefix) + r"-(\d{8}T\d{6}Z)(?:-(\d+))?", name)
+    if not match:
+        return None
+    try:
+        return datetime.datetime.strptime(match.group(1), STAMP).replace(tzinfo=datetime.timezone.utc)
+    except ValueError:
+        return None
+
+
+def set_order(name, prefix):
+    """Sort key of a set name: its time, then its collision counter (``-2`` after the plain name, ``-10`` after ``-9``)."""
+    match = re.fullmatch(re.escape(prefix) + r"-(\d{8}T\d{6}Z)(?:-(\d+))?", name)
+    return (match.group(1), int(match.group(2) or 1)) if match else ("", 0)
+
+
+def plan_retention(complete, prefix, keep_last=0, keep_days=0.0, now=None, protected=()):
+    """Split the complete set names into kept (name -> reasons) and removed (names), both oldest first.
+
+    ``keep_last`` and ``keep_days`` of 0 turn their rule off; with both off everything is kept. The newest set and
+    the ``protected`` ones are always kept. Names that are not sets of ``prefix`` are ignored (neither kept nor
+    removed).
+    """
+    if now is None:
+        now = datetime.datetime.now(datetime.timezone.utc)
+    names = sorted((n for n in complete if set_time(n, prefix) is not None), key=lambda n: set_order(n, prefix))
+    kept = {}
+    removed = []
+    policy_on = keep_last > 0 or keep_days > 0
+    cutoff = now - datetime.timedelta(days=keep_days) if keep_days > 0 else None
+    for index, name in enumerate(names):
+        from_newest = len(names) - 1 - index
+        reasons = []
+        if from_newest == 0:
+            reasons.append("newest")
+        if name in protected:
+            reasons.append("protected")
+        if not policy_on:
+            reasons.append("no retention policy")
+        if keep_last > 0 and from_newest < keep_last:
+            reasons.append("keep_last")
+        if cutoff is not None and set_time(name, prefix) > cutoff:
+            reasons.append("keep_days")
+        if reasons:
+            kept[name] = reasons
+        else:
+            removed.append(name)
+    return kept, removed
+
+
+def classify_incomplete(incomplete, ages, incomplete_age):
+    """[{name, age, stale}] for the incomplete set names, with their ages in seconds."""
+    return [dict(name=name, age=int(ages[name]), stale=incomplete_age > 0 and ages[name] > incomplete_age)
+            for name in incomplete]
+
+
+def latest_after(complete_after):
+    """Where latest must point once the removals are done: the newest remaining complete set (or None)."""
+    return complete_after[-1] if complete_after else None
+
+
+# --- the file system ----------------------------------------------------------------------------------------------
+
+def scan(dest, prefix):
+    """(complete, incomplete, leftovers) of ``dest``: set names of ``prefix``, and hidden removal leftovers."""
+    complete, incomplete, leftovers = [], [], []
+    for entry in os.scandir(dest):
+        if entry.name.startswith(f".{prefix}-") and ".deleting-" in entry.name \
+                and entry.is_dir(follow_symlinks=False):
+            leftovers.append(entry.name)
+            continue
+        if set_time(entry.name, prefix) is None or not entry.is_dir(follow_symlinks=False):
+            continue
+        if os.path.isfile(os.path.join(entry.path, MANIFEST)):
+            complete.append(entry.name)
+        else:
+            incomplete.append(entry.name)
+    return (sorted(complete, key=lambda n: set_order(n, prefix)),
+            sorted(incomplete, key=lambda n: set_order(n, prefix)), sorted(leftovers))
+
+
+def dir_age(path, now):
+    """Seconds since anything in the set directory last changed (the newest mtime of it and its files)."""
+    newest = os.stat(path).st_mtime
+    for entry in os.scandir(path):
+        try:
+            newest = max(newest, entry.stat(follow_symlinks=False).st_mtime)
+        except OSError:
+            pass
+    return max(now - newest, 0)
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_set(dest, name):
+    """Rename the set to a hidden name (it stops being a set at once), then delete it."""
+    hidden = os.path.join(dest, f".{name}.deleting-{secrets.token_hex(4)}")
+    os.rename(os.path.join(dest, name), hidden)
+    _fsync_dir(dest)
+    shutil.rmtree(hidden)
+
+
+def read_latest(dest):
+    link = os.path.join(dest, LATEST)
+    if os.path.islink(link):
+        return os.readlink(link)
+    if os.path.lexists(link):
+        raise OSError(f"{link} exists and is not a symlink; move it away so latest can be maintained")
+    return None
+
+
+def point_latest(dest, name):
+    link = os.path.join(dest, LATEST)
+    tmp = os.path.join(dest, f".latest.{os.getpid()}.{secrets.token_hex(4)}")
+    os.symlink(name, tmp)
+    os.replace(tmp, link)
+    _fsync_dir(dest)
+
+
+def lock_holder(dest):
+    try:
+        with open(os.path.join(dest, LOCK), "rb") as handle:
+            text = handle.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return None
+    match = re.search(r'"run_id"\s*:\s*"([^"]*)"', text)
+    return match.group(1) if match else ""
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            dest=dict(type="path", required=True),
+            prefix=dict(type="str", default="authentik"),
+            keep_last=dict(type="int", default=0),
+            keep_days=dict(type="float", default=0),
+            protect=dict(type="list", elements="str", default=[]),
+            planned_set=dict(type="str"),
+            incomplete_age=dict(type="int", default=86400),
+            remove_stale_incomplete=dict(type="bool", default=False),
+            run_id=dict(type="str"),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    dest, prefix = params["dest"], params["prefix"]
+    if not NAME_RE.match(prefix):
+        module.fail_json(msg=f"prefix {prefix!r}: use letters, digits, dot, dash and underscore only")
+    if params["keep_last"] < 0 or params["keep_days"] < 0 or params["incomplete_age"] < 0:
+        module.fail_json(msg="keep_last, keep_days and incomplete_age must be 0 or more (0 turns the rule off)")
+    if params["planned_set"] is not None and set_time(params["planned_set"], prefix) is None:
+        module.fail_json(msg=f"planned_set {params['planned_set']!r} is not a set name of prefix {prefix!r}")
+    policy = dict(keep_last=params["keep_last"], keep_days=params["keep_days"])
+    result = dict(changed=False, removed=[], kept=[], incomplete=[], latest=None, latest_changed=False,
+                  policy=policy)
+    if not os.path.isdir(dest):
+        module.exit_json(**result)
+    try:
+        complete, incomplete, leftovers = scan(dest, prefix)
+        if params["planned_set"] and module.check_mode and params["planned_set"] not in complete:
+            complete = sorted(complete + [params["planned_set"]], key=lambda n: set_order(n, prefix))
+            incomplete = [n for n in incomplete if n != params["planned_set"]]
+        kept, removed = plan_retention(complete, prefix, params["keep_last"], params["keep_days"],
+                                       protected=params["protect"])
+        now = time.time()
+        ages = {name: dir_age(os.path.join(dest, name), now) for name in incomplete}
+        incomplete_info = classify_incomplete(incomplete, ages, params["incomplete_age"])
+        holder = lock_holder(dest)
+        foreign_lock = holder is not None and holder != params["run_id"]
+        current_latest = read_latest(dest)
+        remaining = [n for n in complete if n not in removed]
+        # latest moves only when it is missing, dangling, not a complete set, or a set about to be removed
+        new_latest = current_latest if current_latest in remaining else latest_after(remaining)
+        latest_changed = new_latest is not None and current_latest != new_latest
+        for info in incomplete_info:
+            info["removed"] = bool(info["stale"] and params["remove_stale_incomplete"] and not foreign_lock)
+            if info["stale"] and not info["removed"]:
+                module.warn(f"{os.path.join(dest, info['name'])} is an incomplete set untouched for {info['age']} s "
+                            f"(left by a run that died?); it is not a backup. Remove it once you are sure no run "
+                            f"writes it" + (", or set remove_stale_incomplete" if not foreign_lock else
+                                            f" (the destination is locked by run {holder or '?'})"))
+        result.update(removed=removed, kept=[dict(name=n, reasons=r) for n, r in kept.items()],
+                      incomplete=incomplete_info, latest=new_latest if new_latest else current_latest,
+                      latest_changed=latest_changed,
+                      changed=bool(removed or latest_changed or leftovers
+                                   or any(i["removed"] for i in incomplete_info)))
+        if module.check_mode:
+            module.exit_json(**result)
+        # latest first moves to the newest set (never removed), so it never points at a set being removed
+        if latest_changed and new_latest:
+            point_latest(dest, new_latest)
+        for name in removed:
+            remove_set(dest, name)
+        for info in incomplete_info:
+            if info["removed"]:
+                remove_set(dest, info["name"])
+        for name in leftovers:
+            shutil.rmtree(os.path.join(dest, name), ignore_errors=True)
+    except OSError as exc:
+        module.fail_json(msg=f"pruning {dest}: {exc}", **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
