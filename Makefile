@@ -4,7 +4,8 @@
 #   make test    every quality gate, in order, stopping at the first failure:
 #                venv -> collections-link -> sanity -> lint -> unit -> integration
 #
-# Other targets: help, venv, collections-link, sanity, lint, unit, integration, bench, clean, distclean.
+# Other targets: help, venv, collections-link, sanity, lint, unit, integration, bench, bench-smoke, clean,
+# distclean.
 # Variables: PYTHON (interpreter for a new venv, default python3), VENV (default .venv),
 #            SANITY_ARGS (extra ansible-test sanity arguments, e.g. SANITY_ARGS='--test pylint'),
 #            PYTEST_ARGS (extra pytest arguments for unit and integration).
@@ -29,7 +30,7 @@ export PATH := $(VENV_BIN):$(PATH)
 export ANSIBLE_CONFIG := $(abspath ansible.cfg)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help venv collections-link sanity lint unit integration test demo bench clean distclean
+.PHONY: help venv collections-link sanity lint unit integration test demo bench bench-smoke clean distclean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -76,6 +77,9 @@ demo: venv collections-link ## run the demo on the test bed (tests/testbed/demo.
 bench: venv collections-link ## run the benchmarks (benchmarks/run.py), printing ratios
 	@test -f benchmarks/run.py || { echo "bench: benchmarks/run.py is missing" >&2; exit 1; }
 	python benchmarks/run.py
+
+bench-smoke: venv collections-link ## a tiny run of benchmarks/run.py (checks that it runs; figures mean nothing)
+	python benchmarks/run.py --smoke --project akbt-bench-smoke --output tests/output/bench-smoke.json
 
 clean: ## remove generated files (keeps .venv)
 	rm -rf $(COLLECTIONS_DIR) tests/output .pytest_cache .ansible .cache
