@@ -312,7 +312,7 @@ def _part_name(path, used):
     return base
 
 
-def authentik_backup_plan(deployment, components, paths=None, compression="zstd", selected=None):
+def authentik_backup_plan(deployment, components, paths=None, compression="zstd", selected=None, encrypted=False):
     """Decide which parts the backup takes, from which container, into which file; and which are skipped, why."""
     if not isinstance(deployment, dict) or "components" not in deployment:
         raise AnsibleFilterError("authentik_backup_plan expects the dict returned by authentik_deployment")
@@ -394,6 +394,9 @@ def authentik_backup_plan(deployment, components, paths=None, compression="zstd"
         else:
             skip("config", f"the containers carry no {WORKING_DIR_LABEL} or {CONFIG_FILES_LABEL} label")
 
+    if encrypted:  # age-encrypted files: the name says so (postgres.sql.zst.age)
+        for part in parts:
+            part["file"] += ".age"
     targets = {}
     for part in parts:
         if part["container"]:

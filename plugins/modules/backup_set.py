@@ -58,8 +58,9 @@ options:
   parts:
     description:
       - With O(state=complete), the files of the set, usually built from the results of the dump modules.
-      - Each entry needs C(part) and C(dest) (or C(name)); C(size), C(sha256), C(compression), C(raw_size) and
-        C(duration) are recorded as such, any other key goes into the entry's C(details).
+      - Each entry needs C(part) and C(dest) (or C(name)); C(size), C(sha256), C(compression), C(raw_size),
+        C(duration) and C(encryption) (scheme and recipients' public keys) are recorded as such, any other key goes
+        into the entry's C(details).
     type: list
     elements: dict
     default: []
@@ -171,7 +172,7 @@ from ansible_collections.authentik_ops.backup.plugins.module_utils._sink import 
 
 MANIFEST = "manifest.json"
 LATEST = "latest"
-KNOWN_KEYS = ("size", "sha256", "compression", "raw_size", "duration")
+KNOWN_KEYS = ("size", "sha256", "compression", "raw_size", "duration", "encryption")
 # Keys of a module result that say nothing about the backup: Ansible's bookkeeping and file attributes.
 RESULT_NOISE = ("part", "name", "dest", "changed", "failed", "invocation", "plan", "warnings", "deprecations",
                 "diff", "uid", "gid", "owner", "group", "mode", "state", "path", "secontext",
@@ -187,14 +188,26 @@ def iso(moment):
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def set_order(name, prefix):
+    """Sort key of a set name ``<prefix>-<yyyymmddThhmmssZ>[-<n>]``, or None when the name is not a set's."""
+    match = re.fullmatch(re.escape(prefix) + r"-(\d{8}T\d{6}Z)(?:-(\d+))?", name)
+    if not match:
+        return None
+    return match.group(1), int(match.group(2) or 1)
+
+
 def complete_sets(dest, prefix):
-    """Names of complete sets of ``prefix`` in ``dest``, oldest first (names sort by their timestamp)."""
-    names = []
+    """Names of complete sets of ``prefix`` in ``dest``, oldest first.
+
+    Only timestamp-named directories count: a hand-made ``<prefix>-manual`` never takes ``latest``.
+    """
+    found = []
     for entry in os.scandir(dest):
-        if (entry.name.startswith(prefix + "-") and entry.is_dir(follow_symlinks=False)
+        key = set_order(entry.name, prefix)
+        if (key is not None and entry.is_dir(follow_symlinks=False)
                 and os.path.isfile(os.path.join(entry.path, MANIFEST))):
-            names.append(entry.name)
-    return sorted(names)
+            found.append((key, entry.name))
+    return [name for _key, name in sorted(found)]
 
 
 def point_latest(dest, name):
