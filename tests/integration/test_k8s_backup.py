@@ -112,7 +112,9 @@ def test_backup_of_a_helm_release(k8s, inventory, tmp_path, stack):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"]
         assert path.stat().st_size == entry["size"]
-    assert sorted(os.listdir(set_dir)) == sorted([f["name"] for f in manifest["files"]] + ["manifest.json"])
+    # report.json: the run report written after the manifest (tests/integration/test_operations.py)
+    assert sorted(os.listdir(set_dir)) == sorted([f["name"] for f in manifest["files"]]
+                                                 + ["manifest.json", "report.json"])
 
     # PostgreSQL: the dump restores to the same per-table checksums
     fresh = proof.restore_dump_into_fresh(str(set_dir / files["postgres"]["name"]))
@@ -183,4 +185,5 @@ def test_bad_input_fails_before_any_set_directory(k8s, inventory, tmp_path):
                    namespace=spec["namespace"], release=spec["release"])
     assert run.returncode != 0
     assert "failed in part postgres" in run.stdout and "was removed" in run.stdout
-    assert os.listdir(dest) == []
+    # only the report of the failed run is left (no set directory, no latest, no lock)
+    assert os.listdir(dest) == ["last-failure.json"]
