@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 import tracemalloc
 
 import pytest
@@ -119,10 +120,17 @@ def test_secret_env_is_sent_on_stdin_not_in_the_command(k8s, api_client):
     result = tr.exec_capture(["sh", "-c", 'printf %s "$AKBT_SECRET" | sha256sum'], secret_env={"AKBT_SECRET": secret})
     assert result.ok, result.problem
     assert result.stdout.split()[0].decode() == hashlib.sha256(secret.encode()).hexdigest()
-    entries = k8s.exec_log()
+    # the server logs an exec once its session has ended, which may be just after the client saw the status
+    deadline = time.monotonic() + 10
+    while True:
+        entries = k8s.exec_log()
+        ours = [entry for entry in entries if "AKBT_SECRET" in json.dumps(entry.get("command"))]
+        if ours or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert ours, "the exec with the secret was not logged"
     leaked = [entry for entry in entries if secret in json.dumps(entry)]
     assert not leaked, f"the secret appears in logged execs: {leaked}"
-    assert any("AKBT_SECRET" in json.dumps(entry.get("command")) for entry in entries)
     with pytest.raises(TransportError):
         tr.exec_capture(["true"], secret_env={"AKBT_SECRET": "two\nlines"})
 
