@@ -17,7 +17,9 @@ from __future__ import annotations
 import collections
 import hashlib
 import os
+import queue
 import tempfile
+import threading
 import zlib
 
 try:
@@ -37,6 +39,7 @@ from ansible_collections.authentik_ops.backup.plugins.module_utils._age import (
 SUFFIXES = {"none": "", "gzip": ".gz", "zstd": ".zst"}
 DEFAULT_LEVELS = {"gzip": 6, "zstd": 3}
 TAIL_BYTES = 64 * 1024
+QUEUE_DEPTH = 8  # chunks between the reader and the writer thread (each at most about 1 MiB)
 
 
 class SinkError(Exception):
@@ -142,6 +145,45 @@ class _Zstd:
         self.writer.close()
 
 
+class _Worker(threading.Thread):
+    """Runs the codec chain (compress, encrypt, hash, write) beside the stream's reader.
+
+    Compression, sha256 and os.write release the GIL on large buffers, so the next chunk of the stream is read
+    while the last one is processed. The queue is bounded (QUEUE_DEPTH chunks), so memory stays constant. An error
+    of the chain is raised to the reader at its next write or at commit.
+    """
+
+    def __init__(self, codec):
+        super().__init__(daemon=True)
+        self.codec = codec
+        self.queue = queue.Queue(maxsize=QUEUE_DEPTH)
+        self.error = None
+
+    def run(self):
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            if self.error is None:
+                try:
+                    self.codec.write(item)
+                except BaseException as exc:  # handed to the reader
+                    self.error = exc
+
+    def put(self, data):
+        self.check()
+        self.queue.put(data)
+
+    def check(self):
+        if self.error is not None:
+            raise SinkError(f"writing the backup file failed: {self.error}") from self.error
+
+    def stop(self):
+        if self.is_alive():
+            self.queue.put(None)
+            self.join()
+
+
 class AtomicSink:
     """Write a stream atomically to ``dest``; see the module docstring."""
 
@@ -172,6 +214,8 @@ class AtomicSink:
         self.raw_size = 0
         self._tail = collections.deque()
         self._tail_len = 0
+        self._worker = _Worker(self._codec)
+        self._worker.start()
 
     # streaming -------------------------------------------------------------------------------------------------
     def write(self, data):
@@ -179,7 +223,7 @@ class AtomicSink:
         if not data:
             return
         self.raw_size += len(data)
-        self._codec.write(data)
+        self._worker.put(data)
         self._tail.append(data)
         self._tail_len += len(data)
         while self._tail_len - len(self._tail[0]) >= TAIL_BYTES:
@@ -192,6 +236,8 @@ class AtomicSink:
     # ending ----------------------------------------------------------------------------------------------------
     def commit(self):
         """Finish the file and move it into place. Returns size, sha256 and raw_size."""
+        self._worker.stop()
+        self._worker.check()
         self._codec.finish()
         self._file.finish()
         os.fsync(self._file.fd)
@@ -207,6 +253,7 @@ class AtomicSink:
 
     def abort(self):
         """Drop everything written so far. Safe to call more than once."""
+        self._worker.stop()
         if not self._closed:
             self._closed = True
             try:

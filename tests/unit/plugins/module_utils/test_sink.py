@@ -79,3 +79,22 @@ def test_missing_zstandard_is_reported(monkeypatch):
     assert _sink.compression_problem("gzip") is None
     with pytest.raises(_sink.SinkError):
         AtomicSink("/nonexistent/x", "zstd")
+
+
+class _Failing:
+    def write(self, data):
+        raise OSError(28, "No space left on device")
+
+    def finish(self):
+        pass
+
+
+def test_write_error_of_the_writer_thread_reaches_the_caller_and_leaves_no_file(tmp_path):
+    dest = tmp_path / "postgres.sql"
+    with pytest.raises(_sink.SinkError, match="No space left"):
+        with AtomicSink(str(dest)) as sink:
+            sink._worker.codec = _Failing()
+            for _i in range(100):
+                sink.write(b"x" * 65536)
+            sink.commit()
+    assert list(tmp_path.iterdir()) == []
