@@ -17,7 +17,6 @@ import io
 import json
 import os
 import stat
-import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -25,51 +24,9 @@ from pathlib import Path
 import pytest
 
 from testbed import paths
+from testbed.ansible_run import results_of, run_module, run_playbook
 
 REPO = paths.REPO_ROOT
-VENV_BIN = Path(sys.executable).parent
-
-
-def ansible_env():
-    env = dict(os.environ)
-    env.update({
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_COLLECTIONS_PATH": f"{REPO / '.collections'}:{VENV_BIN.parent}/lib/"
-                                    f"python{sys.version_info[0]}.{sys.version_info[1]}/site-packages",
-        "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json",
-        "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_LOCALHOST_WARNING": "0",
-        "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0",
-        "ANSIBLE_DEPRECATION_WARNINGS": "0",
-        "PATH": f"{VENV_BIN}:{env.get('PATH', '')}",
-    })
-    return env
-
-
-def results_of(stdout):
-    data = json.loads(stdout[stdout.index("{"):])
-    for play in data.get("plays", []):
-        for task in play.get("tasks", []):
-            for result in task.get("hosts", {}).values():
-                yield task["task"]["name"], result
-
-
-def run_playbook(inventory, playbook, *extra, timeout=300):
-    argv = [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), str(playbook)]
-    for item in extra:
-        argv += ["-e", item]
-    return subprocess.run(argv, cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=timeout,
-                          check=False)
-
-
-def run_module(module, check_mode=False, **args):
-    argv = [str(VENV_BIN / "ansible"), "localhost", "-m", f"authentik_ops.backup.{module}", "-a", json.dumps(args),
-            "-e", f"ansible_python_interpreter={sys.executable}"]
-    if check_mode:
-        argv.append("--check")
-    proc = subprocess.run(argv, capture_output=True, text=True, env=ansible_env(), check=False, cwd=REPO)
-    return [r for _n, r in results_of(proc.stdout)][0], proc
 
 
 def collection_utils(name):

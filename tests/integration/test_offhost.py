@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 
 from testbed import paths
+from testbed.ansible_run import ansible_env as shared_ansible_env, results_of
+from testbed.ansible_run import run_module as shared_run_module
 
 boto3 = pytest.importorskip("boto3")
 pytest.importorskip("moto")
@@ -34,40 +36,16 @@ CREDENTIALS = {"access_key": "akbt-en-access", "secret_key": "akbt-en-secret-key
 
 
 def ansible_env():
-    env = dict(os.environ)
-    env.update({
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_COLLECTIONS_PATH": f"{REPO / '.collections'}:{VENV_BIN.parent}/lib/"
-                                    f"python{sys.version_info[0]}.{sys.version_info[1]}/site-packages",
-        "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json",
-        "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_LOCALHOST_WARNING": "0",
-        "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0",
-        "ANSIBLE_DEPRECATION_WARNINGS": "0",
-        "PATH": f"{VENV_BIN}:{env.get('PATH', '')}",
-    })
+    """The shared ansible environment without the caller's AWS settings: credentials come from the test only."""
+    env = shared_ansible_env()
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL",
                  "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
         env.pop(name, None)
     return env
 
 
-def results_of(stdout):
-    data = json.loads(stdout[stdout.index("{"):])
-    for play in data.get("plays", []):
-        for task in play.get("tasks", []):
-            for result in task.get("hosts", {}).values():
-                yield task["task"]["name"], result
-
-
 def run_module(module, check_mode=False, **args):
-    argv = [str(VENV_BIN / "ansible"), "localhost", "-m", f"authentik_ops.backup.{module}", "-a", json.dumps(args),
-            "-e", f"ansible_python_interpreter={sys.executable}"]
-    if check_mode:
-        argv.append("--check")
-    proc = subprocess.run(argv, capture_output=True, text=True, env=ansible_env(), check=False, cwd=REPO)
-    return [r for _n, r in results_of(proc.stdout)][0], proc
+    return shared_run_module(module, check_mode=check_mode, env=ansible_env(), **args)
 
 
 def sha256(path):
