@@ -136,6 +136,31 @@ class DockerClient:
         if status not in (204, 404):
             raise TransportError(f"removing container {container!r}: {self.api_message(parsed, data)}")
 
+    def list_containers(self, filters, all_states=True):
+        """Containers matching Engine API ``filters`` (a dict of lists), as the list endpoint returns them."""
+        status, parsed, data = self.request("GET", "/containers/json",
+                                            query={"all": "1" if all_states else "0", "filters": json.dumps(filters)})
+        if status != 200:
+            raise TransportError(f"listing containers: {self.api_message(parsed, data)}")
+        return parsed or []
+
+    def attach(self, container):
+        """Attach to stdin, stdout and stderr of a created container (before it starts): a raw socket and the
+        bytes already read past the answer (the output is multiplexed as in an exec, the container has no TTY)."""
+        return self._hijack(self._container_url(container, "/attach") + "?" + urllib.parse.urlencode(
+            {"stream": "1", "stdin": "1", "stdout": "1", "stderr": "1"}))
+
+    def wait_container(self, container, timeout=60):
+        """Wait for a container to stop; returns its exit code (None if the daemon does not say)."""
+        saved, self.timeout = self.timeout, timeout
+        try:
+            status, parsed, data = self.request("POST", self._container_url(container, "/wait"))
+        finally:
+            self.timeout = saved
+        if status != 200:
+            raise TransportError(f"waiting for container {container!r}: {self.api_message(parsed, data)}")
+        return (parsed or {}).get("StatusCode")
+
     def inspect_image(self, image):
         status, parsed, data = self.request("GET", f"/images/{urllib.parse.quote(image, safe=':/@')}/json")
         if status == 404:
@@ -163,33 +188,33 @@ class DockerClient:
             raise TransportError(f"inspecting exec {exec_id[:12]}: {self.api_message(parsed, data)}")
         return parsed
 
-    def _hijack(self, exec_id):
+    def _hijack(self, url, body=b""):
+        """POST ``url`` with an upgrade to a raw stream (exec start, attach); returns (socket, bytes read ahead)."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
             sock.connect(self.path)
-            body = b'{"Detach":false,"Tty":false}'
-            head = (f"POST /exec/{exec_id}/start HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\n"
+            head = (f"POST {url} HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\n"
                     f"Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: {len(body)}\r\n\r\n").encode()
             sock.sendall(head + body)
             buf = b""
             while b"\r\n\r\n" not in buf:
                 chunk = sock.recv(65536)
                 if not chunk:
-                    raise TransportError("the Docker daemon closed the exec connection before answering")
+                    raise TransportError("the Docker daemon closed the connection before answering")
                 buf += chunk
                 if len(buf) > 65536:
-                    raise TransportError("the Docker daemon sent an oversized answer to exec start")
+                    raise TransportError("the Docker daemon sent an oversized answer")
         except OSError as exc:
             sock.close()
-            raise TransportError(f"starting an exec: {exc}") from exc
+            raise TransportError(f"connecting a stream ({url.split('?')[0]}): {exc}") from exc
         header, rest = buf.split(b"\r\n\r\n", 1)
         status_line = header.split(b"\r\n", 1)[0].decode("latin-1")
         parts = status_line.split(" ", 2)
         if len(parts) < 2 or parts[1] not in ("101", "200"):
             sock.close()
-            raise TransportError(f"starting an exec: the Docker daemon answered {status_line!r}: "
-                                 f"{rest[:500].decode('utf-8', 'replace')}")
+            raise TransportError(f"connecting a stream ({url.split('?')[0]}): the Docker daemon answered "
+                                 f"{status_line!r}: {rest[:500].decode('utf-8', 'replace')}")
         return sock, rest
 
     def exec_run(self, container, argv, on_stdout, env=None, stdin=None, user=None, stream_timeout=None):
@@ -199,7 +224,7 @@ class DockerClient:
         stream is complete only if it ended on a frame boundary and the exec is no longer running.
         """
         exec_id = self.exec_create(container, argv, env=env, stdin=stdin is not None, user=user)
-        sock, pending = self._hijack(exec_id)
+        sock, pending = self._hijack(f"/exec/{exec_id}/start", b'{"Detach":false,"Tty":false}')
         sock.settimeout(stream_timeout)
         stderr = BoundedBuffer()
         writer = None

@@ -13,6 +13,12 @@ description:
   - Runs C(pg_dumpall --clean --if-exists) inside the database container (Docker) or pod (Kubernetes), excluding
     the databases in O(exclude_databases), and streams its output straight into O(dest) on the host the module runs
     on. Nothing is written inside the container.
+  - On Docker the dump is by default (O(method=auto)) taken by a throw-away helper container of the database's own
+    image that joins the database container's network namespace and connects over loopback TCP, writing into a FIFO
+    that the module reads; this skips the Docker daemon's exec stream, the slowest link of a dump through
+    C(docker exec). When the server does not accept the dump's role over TCP there, or the helper cannot run on
+    this host, the dump goes through C(docker exec) as before; RV(method) and RV(method_note) say which way was
+    taken and why.
   - The dump runs as the superuser found in the container's own environment, read by the container's shell so that
     no secret crosses the API as an argument. With the Bitnami image's C(POSTGRES_POSTGRES_PASSWORD[_FILE]) it is
     C(postgres); otherwise it is C($POSTGRES_USER) (or C($POSTGRESQL_USERNAME)), with C($POSTGRES_PASSWORD) or the
@@ -66,6 +72,26 @@ options:
     description:
       - Port C(pg_dumpall) connects to inside the container (E(PGPORT)).
     type: int
+  method:
+    description:
+      - How the dump's bytes leave the database container.
+      - V(exec) runs C(pg_dumpall) inside the container (C(docker exec) or the pod's exec) and reads its output
+        stream.
+      - V(helper) (Docker only) runs C(pg_dumpall) in a throw-away container created from the database
+        container's image, in the database container's network namespace (C(--network container:<db>)), as the
+        module's own uid and gid, with a read-only root filesystem, no capabilities and C(no-new-privileges). It
+        connects to O(host) if that is a TCP host name, else to C(127.0.0.1), with the role and password that the
+        exec way would use (the password is handed over on the helper's standard input, never in its command or
+        environment), and writes into a FIFO in a private C(0700) directory next to O(dest), bind-mounted into
+        the helper. The helper is removed when the dump ends. It fails when the helper cannot be used.
+      - V(auto) uses V(helper) on Docker when the server accepts the role over TCP in the container's network
+        namespace and the helper starts, else V(exec). A helper that fails before writing anything also falls
+        back to V(exec); a helper that fails after writing fails the dump. On Kubernetes it is always V(exec).
+      - The helper needs the module to run on the Docker host (the bind mount's source must be visible to the
+        daemon). Rootless or user-namespace-remapped daemons and SELinux-confined bind mounts make it fall back.
+    type: str
+    choices: [auto, exec, helper]
+    default: auto
   exclude_databases:
     description:
       - Databases left out of the dump (C(--exclude-database)). C(template0) is never dumped by C(pg_dumpall).
@@ -74,6 +100,8 @@ options:
     default: [postgres, template0, template1]
 notes:
   - Needs C(pg_dumpall) 12 or newer in the container (for C(--exclude-database)) and C(sh).
+  - With the helper, C(docker ps) shows a short-lived container named C(<database container>-pgdump-<random>) and
+    labelled C(io.authentik-ops.backup.helper=postgres_dump) while the dump runs.
 seealso:
   - module: authentik_ops.backup.redis_dump
   - module: authentik_ops.backup.path_archive
@@ -86,6 +114,12 @@ EXAMPLES = r"""
     container: authentik-postgresql-1
     dest: /var/backups/authentik/authentik-20261130T020000Z/postgres.sql.zst
     compression: zstd
+
+- name: Dump through docker exec only (no helper container)
+  authentik_ops.backup.postgres_dump:
+    container: authentik-postgresql-1
+    dest: /var/backups/authentik/manual/postgres.sql.zst
+    method: exec
 
 - name: Dump the database pod of the Helm chart
   authentik_ops.backup.postgres_dump:
@@ -175,6 +209,17 @@ superuser:
   returned: success
   type: bool
   sample: true
+method:
+  description: How the dump was taken, V(helper) or V(exec) (see O(method)).
+  returned: success
+  type: str
+  sample: helper
+method_note:
+  description: Why O(method=auto) did not use the helper (empty when it did, or when O(method) was given).
+  returned: success
+  type: str
+  sample: "the server does not accept the dump's role over TCP on 127.0.0.1 in the database container's network
+    namespace (connection refused)"
 target:
   description: The container or pod the dump ran in.
   returned: success
@@ -184,10 +229,11 @@ plan:
   description: What the module would do, in check mode.
   returned: check mode
   type: dict
-  sample: {action: dump, dest: /var/backups/authentik/s/postgres.sql.zst, databases: [authentik]}
+  sample: {action: dump, dest: /var/backups/authentik/s/postgres.sql.zst, databases: [authentik], method: helper}
 """
 
 import json
+import os
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -201,6 +247,7 @@ from ansible_collections.authentik_ops.backup.plugins.module_utils._common impor
     output_argument_spec,
     transport_argument_spec,
 )
+from ansible_collections.authentik_ops.backup.plugins.module_utils import _pg_helper as pg_helper
 from ansible_collections.authentik_ops.backup.plugins.module_utils._formats import pg_dumpall_complete
 from ansible_collections.authentik_ops.backup.plugins.module_utils._postgres import (
     PROBE_SQL,
@@ -233,33 +280,81 @@ def probe(module, transport):
     return info
 
 
-def dump(module, transport, info):
+def choose_method(module, transport):
+    """Decide between the helper and exec; returns (HelperPlan or None, note)."""
+    params = module.params
+    method = params["method"]
+    if method == "exec":
+        return None, ""
+    if transport.platform != "docker":
+        if method == "helper":
+            module.fail_json(msg="method=helper needs platform=docker (a helper container next to the database); "
+                                 "use method=exec or auto on Kubernetes")
+        return None, ""
+    try:
+        return pg_helper.probe(transport, params, secret_env(params)), ""
+    except (pg_helper.HelperUnavailable, TransportError) as exc:
+        if method == "helper":
+            module.fail_json(msg=f"method=helper cannot be used for {transport.describe()}: {exc}; "
+                                 "use method=exec or auto")
+        return None, f"{exc}; dumped through exec"
+
+
+def dump_failed(module, transport, info, exit_code, stderr, way):
+    hint = ""
+    if not info.get("superuser"):
+        hint = (f" (role {info.get('user')!r} is not a superuser; pg_dumpall needs one: set user and "
+                "password of a superuser)")
+    module.fail_json(msg=f"pg_dumpall exited with status {exit_code} {way} "
+                         f"{transport.describe()}{hint}: {excerpt(stderr)}",
+                     rc=exit_code, stderr_excerpt=excerpt(stderr))
+
+
+def dump(module, transport, info, plan, note):
     params = module.params
     excludes = [f"--exclude-database={db}" for db in params["exclude_databases"] if db != "template0"]
     argv = shell(params, 'exec pg_dumpall --clean --if-exists "$@"') + excludes
     watch = Stopwatch()
+    method = "exec"
     try:
         with AtomicSink(params["dest"], params["compression"], params["compression_level"],
                         params["compression_threads"], recipients=params["encrypt_recipients"]) as sink:
-            result = transport.exec_stream(argv, sink.write, secret_env=secret_env(params))
-            if not result.complete:
-                raise TransportError(f"the dump stream from {transport.describe()} broke off: {result.problem}; "
-                                     f"{sink.raw_size} bytes received. stderr: {excerpt(result.stderr)}")
-            if result.exit_code != 0:
-                hint = ""
-                if not info.get("superuser"):
-                    hint = (f" (role {info.get('user')!r} is not a superuser; pg_dumpall needs one: set user and "
-                            "password of a superuser)")
-                module.fail_json(msg=f"pg_dumpall exited with status {result.exit_code} in "
-                                     f"{transport.describe()}{hint}: {excerpt(result.stderr)}",
-                                 rc=result.exit_code, stderr_excerpt=excerpt(result.stderr))
+            if plan is not None:
+                outcome = None
+                try:
+                    outcome = pg_helper.run(transport.client, transport.inspect(), plan, excludes,
+                                            os.path.dirname(os.path.abspath(params["dest"])), sink.write)
+                except pg_helper.HelperUnavailable as exc:
+                    if params["method"] == "helper":
+                        module.fail_json(msg=f"method=helper failed for {transport.describe()}: {exc}")
+                    note = f"{exc}; dumped through exec"
+                if outcome is not None and outcome.ok:
+                    method = "helper"
+                elif outcome is not None and (sink.raw_size or params["method"] == "helper"):
+                    if outcome.problem:
+                        raise TransportError(f"the dump through the helper of {transport.describe()} broke off: "
+                                             f"{outcome.problem}; {sink.raw_size} bytes received. "
+                                             f"stderr: {excerpt(outcome.stderr)}")
+                    dump_failed(module, transport, info, outcome.exit_code, outcome.stderr, "in the helper of")
+                elif outcome is not None:
+                    note = (f"the helper ended with status {outcome.exit_code} before writing anything "
+                            f"({excerpt(outcome.stderr) or outcome.problem or 'no message'}); dumped through exec")
+            if method == "exec":
+                result = transport.exec_stream(argv, sink.write, secret_env=secret_env(params))
+                if not result.complete:
+                    raise TransportError(f"the dump stream from {transport.describe()} broke off: {result.problem}; "
+                                         f"{sink.raw_size} bytes received. stderr: {excerpt(result.stderr)}")
+                if result.exit_code != 0:
+                    dump_failed(module, transport, info, result.exit_code, result.stderr, "in")
             if not pg_dumpall_complete(sink.tail()):
                 raise TransportError(f"the dump from {transport.describe()} lacks pg_dumpall's completion trailer "
                                      f"after {sink.raw_size} bytes: the stream was truncated")
             stats = sink.commit()
     except (TransportError, SinkError, OSError) as exc:
         module.fail_json(msg=str(exc), dest=params["dest"])
-    return file_result(stats, watch.elapsed)
+    result = file_result(stats, watch.elapsed)
+    result.update(method=method, method_note=note if method == "exec" else "")
+    return result
 
 
 def main():
@@ -271,6 +366,7 @@ def main():
         host=dict(type="str"),
         port=dict(type="int"),
         exclude_databases=dict(type="list", elements="str", default=["postgres", "template0", "template1"]),
+        method=dict(type="str", default="auto", choices=["auto", "exec", "helper"]),
     )
     module = AnsibleModule(argument_spec=argument_spec, required_if=TRANSPORT_REQUIRED_IF, supports_check_mode=True)
     params = module.params
@@ -288,11 +384,14 @@ def main():
     common = dict(dest=params["dest"], compression=params["compression"], databases=info["databases"],
                   server_version=info.get("version"), user=info.get("user"),
                   superuser=bool(info.get("superuser")), target=target)
+    plan, note = choose_method(module, transport)
     if module.check_mode:
+        method = "helper" if plan is not None else "exec"
         module.exit_json(changed=True, plan=dict(action="dump", dest=params["dest"], databases=info["databases"],
-                                                 user=info.get("user"), compression=params["compression"]),
-                         **common)
-    result = dump(module, transport, info)
+                                                 user=info.get("user"), compression=params["compression"],
+                                                 method=method),
+                         method=method, method_note=note, **common)
+    result = dump(module, transport, info, plan, note)
     common.update(result)
     module.exit_json(changed=True, **common)
 

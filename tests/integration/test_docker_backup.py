@@ -194,6 +194,12 @@ def test_backup_set_is_complete(stack, first_backup):
         assert sha256(path) == entry["sha256"]
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE((set_dir / "manifest.json").stat().st_mode) == 0o600
+    # the database part went through the dump helper (password-only TCP logins in the test bed image), and the
+    # helper container is gone
+    postgres = [f for f in manifest["files"] if f["part"] == "postgres"][0]
+    assert postgres["details"]["method"] == "helper", postgres["details"]
+    helpers = docker("ps", "-a", "--format", "{{.Names}}", "--filter", "label=io.authentik-ops.backup.helper")
+    assert f"{stack.pg_container}-pgdump-" not in helpers.stdout.decode()
     assert manifest["platform"] == "docker"
     assert manifest["authentik"]["version"] == stack.versions["authentik"]
     assert manifest["authentik"]["layout"] == stack.layout
