@@ -7,15 +7,16 @@
 Builds its own Compose-like stack (project ``akbt-bench``) with a database whose dump is about ``--size-mb`` MiB,
 then measures, several rounds each (the order rotates every round; medians are reported):
 
-* the PostgreSQL dump: the collection's ``postgres_dump`` module (each compression) against the raw
+* the PostgreSQL dump: the collection's ``postgres_dump`` module (each compression, by default through its helper
+  container in the database's network namespace, and with ``method: exec``) against the raw
   ``docker exec <pg> pg_dumpall > file`` pipe, the docs' two-step way (dump to a file inside the container,
-  ``docker cp``, ``rm``) and the in-container ceiling (``pg_dumpall > /dev/null`` inside); a pg_dumpall client in a
-  throw-away container sharing the database's network namespace is measured as an explored alternative;
+  ``docker cp``, ``rm``) and the in-container ceiling (``pg_dumpall > /dev/null`` inside);
 * bytes written inside the database container by each way (files on its root filesystem newer than a marker, and
   the change of the container's ``SizeRw``);
 * the sink's own speed per codec on the sample dump (no container involved), to show whether compression limits;
 * peak RSS (VmHWM) of the module process at ``--sizes`` (MiB of dump);
-* the Kubernetes transport (through the test API server, tests/testbed/k8s) against the Docker transport, same data;
+* the Kubernetes transport (through the test API server, tests/testbed/k8s) against the Docker exec transport and
+  against Docker's default (the helper), same data;
 * a whole role run (playbooks/backup.yml) on the stack: wall time, each part's time, Ansible overhead.
 
 Prints a table of ratios and writes the raw figures as JSON to benchmarks/results/<UTC timestamp>.json.
@@ -34,7 +35,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -153,18 +153,22 @@ class Bench:
         path.unlink()
         return dict(seconds=elapsed, raw_size=size, size=size, bytes_written_inside=inside)
 
-    def ours(self, compression, level=None, platform_args=None, tag=""):
+    def ours(self, compression, level=None, platform_args=None, tag="", method=None):
         dest = self.out(f"ours{tag}-{compression}{level or ''}.sql" + {"none": "", "gzip": ".gz", "zstd": ".zst"}[
             compression])
         args = dict(container=self.pg, dest=str(dest), compression=compression)
         if level:
             args["compression_level"] = level
+        if method:
+            args["method"] = method
         if platform_args:
             args.pop("container")
             args.update(platform_args)
         elapsed, result = self.run_module("postgres_dump", args)
+        if not platform_args and method is None and result.get("method") != "helper":
+            raise RuntimeError(f"postgres_dump did not use its helper by default: {result.get('method_note')}")
         return dict(seconds=elapsed, raw_size=result["raw_size"], size=result["size"],
-                    module_duration=result["duration"], maxrss_kib=result["maxrss_kib"])
+                    module_duration=result["duration"], maxrss_kib=result["maxrss_kib"], method=result.get("method"))
 
     def run_module(self, name, args):
         """Run a module of the collection in a child process (as Ansible runs it, minus Ansible), through
@@ -198,58 +202,6 @@ class Bench:
         result["maxrss_kib"] = peak_kib
         return elapsed, result
 
-    def netns(self, fifo=False):
-        """Explored: pg_dumpall in a throw-away container of the database's image, in the database container's
-        network namespace, writing to a bind-mounted host directory (a file, or a FIFO read by the sink here).
-        The password goes over the helper's stdin, never into argv or its metadata."""
-        image = json.loads(docker("container", "inspect", self.pg, text=True).stdout)[0]["Config"]["Image"]
-        path = self.out("netns.sql")
-        target = "/out/netns.sql"
-        # one descriptor for the whole dump: pg_dumpall -f would reopen the file for each database (a FIFO breaks)
-        script = 'IFS= read -r PGPASSWORD; export PGPASSWORD; exec "$@" -h 127.0.0.1 > "$0"'
-        argv = ["docker", "run", "--rm", "-i", "--name", f"akbt-bench-helper-{os.getpid()}",
-                "--network", f"container:{self.pg}", "--read-only",
-                "--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--user", f"{os.getuid()}:{os.getgid()}",
-                "-v", f"{self.workdir}:/out", "--entrypoint", "sh", image, "-c", script, target, *self.dump_args]
-        start = time.monotonic()
-        if not fifo:
-            subprocess.run(argv, input=(self.stack.pg_password + "\n").encode(), check=True,
-                           stdout=subprocess.DEVNULL)
-            elapsed = time.monotonic() - start
-            size = path.stat().st_size
-            path.unlink()
-            return dict(seconds=elapsed, raw_size=size, size=size)
-        from ansible_collections.authentik_ops.backup.plugins.module_utils._sink import AtomicSink
-
-        os.mkfifo(path, 0o600)
-        dest = self.out("netns-fifo.sql.zst")
-        with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL) as proc:
-            proc.stdin.write((self.stack.pg_password + "\n").encode())
-            proc.stdin.close()
-            threading.Thread(target=_unblock_fifo, args=(proc, path), daemon=True).start()
-            with open(path, "rb", buffering=0) as fifo_in, AtomicSink(str(dest), "zstd") as sink:
-                while True:
-                    block = fifo_in.read(4 * MIB)
-                    if not block:
-                        break
-                    sink.write(block)
-                stats = sink.commit()
-            if proc.wait() != 0:
-                raise RuntimeError("the netns helper failed")
-        elapsed = time.monotonic() - start
-        path.unlink()
-        dest.unlink()
-        return dict(seconds=elapsed, raw_size=stats["raw_size"], size=stats["size"])
-
-
-def _unblock_fifo(proc, path):
-    """If the helper ends without ever opening the FIFO, open its write side once so the reader sees EOF."""
-    proc.wait()
-    try:
-        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
-    except OSError:
-        pass
-
 
 # --- sections -----------------------------------------------------------------------------------------------------
 
@@ -258,12 +210,13 @@ def section_dump(bench, rounds):
         "ceiling_in_container": bench.ceiling,
         "raw_docker_exec_pipe": bench.raw_pipe,
         "docs_two_step": bench.docs_way,
-        "netns_helper_file": bench.netns,
-        "netns_helper_fifo_zstd": lambda: bench.netns(fifo=True),
     }
     for compression, level in CODECS:
         ways[f"ours_{compression}"] = (lambda c=compression, lv=level: bench.ours(c, lv))
     ways["ours_zstd_level1"] = lambda: bench.ours("zstd", 1)
+    # the same module forced through docker exec (what method=auto falls back to without TCP)
+    ways["ours_exec_none"] = lambda: bench.ours("none", method="exec", tag="-exec")
+    ways["ours_exec_zstd"] = lambda: bench.ours("zstd", method="exec", tag="-exec")
     names = list(ways)
     raw = {name: [] for name in names}
     written = {}
@@ -331,9 +284,10 @@ def section_rss(bench, sizes, main_size, restore):
             log(f"loading a database for ~{size} MiB of dump")
             resize_bulk(bench.stack, db_size_for(size))
         runs = {}
-        for compression in ("zstd", "none"):
-            runs[compression] = bench.ours(compression, tag="-rss")
-            log(f"rss at {size} MiB ({compression}): {runs[compression]['maxrss_kib'] / 1024:.1f} MiB")
+        for name, compression, method in (("zstd", "zstd", None), ("none", "none", None),
+                                          ("exec_zstd", "zstd", "exec")):
+            runs[name] = bench.ours(compression, tag="-rss", method=method)
+            log(f"rss at {size} MiB ({name}): {runs[name]['maxrss_kib'] / 1024:.1f} MiB")
         out[str(size)] = runs
     if restore and db_size_for(main_size) != bench.stack.db_size_mb:
         resize_bulk(bench.stack, db_size_for(main_size))
@@ -369,11 +323,16 @@ def section_k8s(bench, rounds):
     _url, kubeconfig, proc = helm_stacks.start_server(state, workdir=workdir)
     k8s_args = dict(platform="kubernetes", kubeconfig=kubeconfig, namespace="akbt-bench",
                     pod="akbt-bench-postgresql-0", pod_container="postgresql")
-    raw = {"docker": [], "kubernetes": []}
+    # docker: the same exec transport as Kubernetes has (method=exec); docker_helper: Docker's default way
+    raw = {"docker": [], "kubernetes": [], "docker_helper": []}
+    names = list(raw)
     try:
         for rnd in range(rounds):
-            for name in (["docker", "kubernetes"] if rnd % 2 == 0 else ["kubernetes", "docker"]):
-                figures = bench.ours("none", platform_args=k8s_args if name == "kubernetes" else None, tag="-k8s")
+            for name in names[rnd % len(names):] + names[:rnd % len(names)]:
+                if name == "kubernetes":
+                    figures = bench.ours("none", platform_args=k8s_args, tag="-k8s")
+                else:
+                    figures = bench.ours("none", tag="-k8s", method="exec" if name == "docker" else None)
                 raw[name].append(figures)
                 log(f"round {rnd + 1}/{rounds} transport {name}: {figures['seconds']:.2f} s")
     finally:
@@ -455,7 +414,10 @@ def ratios(report):
     k8s = (report.get("k8s") or {}).get("median")
     if k8s:
         value = k8s["docker"]["seconds"] / k8s["kubernetes"]["seconds"]
-        add("kubernetes transport throughput / docker transport", value, ">= 0.8", value >= 0.8)
+        add("kubernetes exec transport throughput / docker exec transport", value, ">= 0.8", value >= 0.8)
+        if "docker_helper" in k8s:
+            add("kubernetes exec transport throughput / docker default (helper)",
+                k8s["docker_helper"]["seconds"] / k8s["kubernetes"]["seconds"])
     role = (report.get("role") or {}).get("median")
     if role:
         add("role run: wall time", role["wall"], unit="s")
@@ -526,7 +488,6 @@ def main(argv=None):
     report = dict(started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), machine=machine(),
                   settings=dict(size_mb=args.size_mb, rounds=args.rounds, sizes=sizes, skip=sorted(skip)))
     workdir = tempfile.mkdtemp(prefix="akbt-bench-", dir=os.environ.get("AKBT_BENCH_TMP"))
-    os.chmod(workdir, 0o755)  # the netns helper runs as this uid, but the directory must be reachable
     with stacks.lock(args.project):
         reuse = args.keep and stacks.is_up(args.project) and stacks.load(args.project).db_size_mb == db_size_for(
             args.size_mb)

@@ -26,5 +26,8 @@ def test_bench_smoke_runs_and_writes_figures(tmp_path, images):  # pylint: disab
         assert section in report, section
     assert report["dump"]["median"]["ours_none"]["bytes_written_inside"] == 0
     assert report["dump"]["median"]["ours_zstd"]["raw_size"] > 0
-    assert {row["name"] for row in report["ratios"]} >= {"kubernetes transport throughput / docker transport"}
+    assert report["dump"]["median"]["ours_exec_none"]["bytes_written_inside"] == 0
+    assert {r["method"] for r in report["dump"]["rounds"]["ours_none"]} == {"helper"}
+    assert {r["method"] for r in report["dump"]["rounds"]["ours_exec_zstd"]} == {"exec"}
+    assert {row["name"] for row in report["ratios"]} >= {"kubernetes exec transport throughput / docker exec transport"}
     assert "raw pipe" in proc.stdout
