@@ -175,12 +175,21 @@ def container_body(db_info, plan, extra_args, mount_source, uid, gid):
     }
 
 
-def remove_stale(client, db_id):
-    """Remove helpers of this database container that are no longer running (left by a killed run)."""
+STALE_CREATED = 600  # seconds after which a helper that was created but never started counts as left behind
+
+
+def remove_stale(client, db_id, now=None):
+    """Remove helpers of this database container that are no longer running (left by a killed run).
+
+    A helper that was only created is left alone for STALE_CREATED seconds: it may belong to a dump starting now.
+    """
     removed = []
+    now = time.time() if now is None else now
     stale = client.list_containers({"label": [f"{HELPER_LABEL}={HELPER_KIND}", f"{HELPER_FOR_LABEL}={db_id}"],
                                     "status": ["created", "exited", "dead"]})
     for entry in stale:
+        if entry.get("State") == "created" and now - (entry.get("Created") or 0) < STALE_CREATED:
+            continue
         client.remove_container(entry["Id"])
         removed.append(((entry.get("Names") or [entry["Id"][:12]])[0]).lstrip("/"))
     return removed

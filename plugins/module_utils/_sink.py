@@ -40,6 +40,7 @@ SUFFIXES = {"none": "", "gzip": ".gz", "zstd": ".zst"}
 DEFAULT_LEVELS = {"gzip": 6, "zstd": 3}
 TAIL_BYTES = 64 * 1024
 QUEUE_DEPTH = 4  # chunks between the reader and the writer thread (each at most about 1 MiB)
+COALESCE = 1 << 20  # small writes (a WebSocket frame, a pipe read) are gathered into chunks of this size
 
 
 class SinkError(Exception):
@@ -219,6 +220,7 @@ class AtomicSink:
             os.unlink(self.partial)
             raise
         self.raw_size = 0
+        self._pending = bytearray()
         self._tail = collections.deque()
         self._tail_len = 0
         self._worker = _Worker(self._codec)
@@ -230,11 +232,22 @@ class AtomicSink:
         if not data:
             return
         self.raw_size += len(data)
-        self._worker.put(data)
+        if len(data) >= COALESCE and not self._pending:
+            self._worker.put(data)
+        else:
+            # one queue slot per small write would make the writer thread's queue a few frames deep
+            self._pending += data
+            if len(self._pending) >= COALESCE:
+                self._flush_pending()
         self._tail.append(data)
         self._tail_len += len(data)
         while self._tail_len - len(self._tail[0]) >= TAIL_BYTES:
             self._tail_len -= len(self._tail.popleft())
+
+    def _flush_pending(self):
+        if self._pending:
+            self._worker.put(bytes(self._pending))
+            self._pending.clear()
 
     def tail(self, size=TAIL_BYTES):
         """The last ``size`` raw (uncompressed) bytes written, for trailer checks."""
@@ -243,6 +256,7 @@ class AtomicSink:
     # ending ----------------------------------------------------------------------------------------------------
     def commit(self):
         """Finish the file and move it into place. Returns size, sha256 and raw_size."""
+        self._flush_pending()
         self._worker.stop()
         self._worker.check()
         self._codec.finish()

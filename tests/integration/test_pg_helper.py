@@ -47,6 +47,10 @@ def pg(images):  # pylint: disable=unused-argument
                    "INSERT INTO events SELECT g, jsonb_build_object('n', g, 'h', md5(g::text)), repeat('x', g % 300)"
                    "  FROM generate_series(1, 60000) g;"
                    "CREATE TABLE held (id int); INSERT INTO held VALUES (1);", db=DB)
+        # dumped before "authentik" (pg_dumpall goes by name): a few MiB that reach the file before a held dump waits
+        psql(name, "CREATE DATABASE akbt_aaa")
+        psql(name, "CREATE TABLE bulk AS SELECT g AS id, repeat(md5(g::text), 8) AS v FROM generate_series(1, 12000) g",
+             db="akbt_aaa")
         psql(name, "CREATE DATABASE \"données ünï-表\"")
         psql(name, "CREATE TABLE t (v text); INSERT INTO t VALUES ('é'), (E'tab\\there');", db="données ünï-表")
         yield name
@@ -233,17 +237,22 @@ def test_a_helper_left_by_a_killed_run_is_removed_others_are_not(pg, tmp_path):
     image = inspect("container", pg)["Image"]
     stale = f"{pg}-pgdump-stale"
     other = f"{pg}-pgdump-other"
-    docker("create", "--name", stale, "--network", "none", "--label", f"{HELPER_LABEL}=postgres_dump",
+    fresh = f"{pg}-pgdump-fresh"
+    # exited helpers, as a killed run leaves them; one of another database; one only created just now
+    docker("run", "--name", stale, "--network", "none", "--label", f"{HELPER_LABEL}=postgres_dump",
            "--label", f"{FOR_LABEL}={db_id}", "--entrypoint", "true", image)
-    docker("create", "--name", other, "--network", "none", "--label", f"{HELPER_LABEL}=postgres_dump",
+    docker("run", "--name", other, "--network", "none", "--label", f"{HELPER_LABEL}=postgres_dump",
            "--label", f"{FOR_LABEL}={'0' * 64}", "--entrypoint", "true", image)
+    docker("create", "--name", fresh, "--network", "none", "--label", f"{HELPER_LABEL}=postgres_dump",
+           "--label", f"{FOR_LABEL}={db_id}", "--entrypoint", "true", image)
     try:
         result = dump(pg, tmp_path / "s.sql.zst")
         assert result["method"] == "helper", result
         assert inspect("container", stale) is None
         assert inspect("container", other) is not None  # a helper of another database is not ours to remove
+        assert inspect("container", fresh) is not None  # may belong to a dump that is starting right now
     finally:
-        docker("rm", "-f", stale, other, check=False)
+        docker("rm", "-f", stale, other, fresh, check=False)
 
 
 def test_server_without_tcp_falls_back_to_exec(images, tmp_path):  # pylint: disable=unused-argument
