@@ -231,11 +231,15 @@ class AtomicSink:
         """Take the next raw bytes of the stream (bytes; the sink keeps a reference for the tail)."""
         if not data:
             return
-        self.raw_size += len(data)
-        if len(data) >= COALESCE and not self._pending:
+        size = len(data)
+        self.raw_size += size
+        # One queue slot per small write would make the writer thread's queue only a few frames deep, so small
+        # writes are gathered; no chunk grows past COALESCE (or the size of one large write), which bounds memory.
+        if self._pending and len(self._pending) + size > COALESCE:
+            self._flush_pending()
+        if not self._pending and size >= COALESCE // 4:
             self._worker.put(data)
         else:
-            # one queue slot per small write would make the writer thread's queue a few frames deep
             self._pending += data
             if len(self._pending) >= COALESCE:
                 self._flush_pending()

@@ -17,7 +17,7 @@ description:
     image that joins the database container's network namespace and connects over loopback TCP, writing into a FIFO
     that the module reads; this skips the Docker daemon's exec stream, the slowest link of a dump through
     C(docker exec). When the server does not accept the dump's role over TCP there, or the helper cannot run on
-    this host, the dump goes through C(docker exec) as before; RV(method) and RV(method_note) say which way was
+    this host, the dump goes through C(docker exec) instead; RV(method) and RV(method_note) say which way was
     taken and why.
   - The dump runs as the superuser found in the container's own environment, read by the container's shell so that
     no secret crosses the API as an argument. With the Bitnami image's C(POSTGRES_POSTGRES_PASSWORD[_FILE]) it is
@@ -37,8 +37,9 @@ attributes:
   check_mode:
     support: full
     details:
-      - Connects to the database read-only to list the databases and the server version, and reports the plan
-        in RV(plan). Nothing is written.
+      - Connects to the database read-only to list the databases and the server version, checks whether the
+        dump helper could be used (O(method)), and reports the plan in RV(plan). Nothing is written and no helper
+        container is created.
   diff_mode:
     support: none
   idempotent:
@@ -61,7 +62,7 @@ options:
     description:
       - Password of O(user), when the server requires one and the container's environment does not provide it.
       - Passed to C(pg_dumpall) as E(PGPASSWORD) in the exec environment (Docker) or on the exec's standard input
-        (Kubernetes); never on a command line.
+        (Kubernetes), and to the dump helper (O(method)) on its standard input; never on a command line.
     type: str
   host:
     description:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import random
 import stat
 
 import pytest
@@ -98,3 +99,20 @@ def test_write_error_of_the_writer_thread_reaches_the_caller_and_leaves_no_file(
                 sink.write(b"x" * 65536)
             sink.commit()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_small_and_large_writes_keep_their_order(tmp_path):
+    """Small writes are gathered into chunks for the writer thread, large ones pass alone: the file keeps the order."""
+    rnd = random.Random(7)
+    pieces = []
+    for i in range(400):
+        size = rnd.choice([1, 17, 4096, 65536, 300_000, 1 << 20, (1 << 20) + 5])
+        pieces.append(bytes([i % 256]) * size)
+    dest = tmp_path / "ordered.bin"
+    with AtomicSink(str(dest)) as sink:
+        for piece in pieces:
+            sink.write(piece)
+        stats = sink.commit()
+    assert dest.read_bytes() == b"".join(pieces)
+    assert stats["raw_size"] == sum(len(p) for p in pieces)
+    assert sink.tail(10) == b"".join(pieces)[-10:]
