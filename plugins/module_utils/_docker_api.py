@@ -150,6 +150,49 @@ class DockerClient:
         return self._hijack(self._container_url(container, "/attach") + "?" + urllib.parse.urlencode(
             {"stream": "1", "stdin": "1", "stdout": "1", "stderr": "1"}))
 
+    def open_wait(self, container, condition="next-exit"):
+        """Register a wait for the container (before starting it); returns the open response, whose body (read
+        with :meth:`finish_wait`) arrives when the container stops. The daemon answers the headers at once."""
+        conn = _UnixConnection(self.path, None)
+        try:
+            conn.request("POST", self._container_url(container, "/wait") + "?" + urllib.parse.urlencode(
+                {"condition": condition}))
+            resp = conn.getresponse()
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise TransportError(f"waiting for container {container!r}: {exc}") from exc
+        if resp.status != 200:
+            data = resp.read()
+            conn.close()
+            raise TransportError(f"waiting for container {container!r}: HTTP {resp.status}: "
+                                 f"{data[:500].decode('utf-8', 'replace').strip()}")
+        return conn, resp
+
+    @staticmethod
+    def finish_wait(waiting):
+        """Block until the container registered with :meth:`open_wait` stops; returns its exit code."""
+        conn, resp = waiting
+        try:
+            data = resp.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise TransportError(f"waiting for a container: {exc}") from exc
+        finally:
+            conn.close()
+        try:
+            parsed = json.loads(data)
+        except ValueError as exc:
+            raise TransportError(f"waiting for a container: unexpected answer {data[:200]!r}") from exc
+        if (parsed.get("Error") or {}).get("Message"):
+            raise TransportError(f"waiting for a container: {parsed['Error']['Message']}")
+        return parsed.get("StatusCode")
+
+    def daemon_info(self):
+        """``GET /info`` (security options: rootless, userns, selinux)."""
+        status, parsed, data = self.request("GET", "/info")
+        if status != 200:
+            raise TransportError(f"reading the Docker daemon's info: {self.api_message(parsed, data)}")
+        return parsed or {}
+
     def wait_container(self, container, timeout=60):
         """Wait for a container to stop; returns its exit code (None if the daemon does not say)."""
         saved, self.timeout = self.timeout, timeout
@@ -339,19 +382,20 @@ def _feed_stdin(sock, chunks, errors):
         errors.append(str(exc))
 
 
-def _demux(sock, pending, on_stdout, on_stderr):
+def _demux(sock, pending, on_stdout, on_stderr, wait_all=True):
     """Demultiplex Docker's 8-byte-header frames; returns the number of bytes of an incomplete last frame.
 
     Made for throughput (the daemon's stream is the limit, see docs/performance.md): the socket is read with
     ``recv_into`` into one preallocated buffer, with ``MSG_WAITALL`` on a blocking socket so that one system call
     and one wake-up bring up to DEMUX_BUFFER bytes instead of one small frame; all the stdout frames of a read go
-    to ``on_stdout`` as one bytes object (a copy the consumer may keep).
+    to ``on_stdout`` as one bytes object (a copy the consumer may keep). ``wait_all=False`` hands over what each
+    read brings at once (for a stream whose small messages matter as they come).
     """
     buf = bytearray(max(DEMUX_BUFFER, len(pending)))
     view = memoryview(buf)
     end = len(pending)
     buf[:end] = pending
-    flags = socket.MSG_WAITALL if sock.gettimeout() is None else 0
+    flags = socket.MSG_WAITALL if wait_all and sock.gettimeout() is None else 0
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
     except OSError:

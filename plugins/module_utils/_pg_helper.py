@@ -44,6 +44,7 @@ READ_SIZE = 1 << 20
 SMALL_READ = 256 * 1024  # after a read shorter than this, let the writer fill the pipe a little (fewer wake-ups)
 NAP = 0.001
 POLL_MS = 200
+PRIVATE_PREFIX = ".pgdump-helper-"
 PROBE_MARK_OK = "authentik-backup-tcp-ok"
 PROBE_MARK_FAIL = "authentik-backup-tcp-fail"
 
@@ -61,20 +62,23 @@ fi
 """
 
 # Runs in the helper. $1 = role, $2 = host, $3 = port, then extra pg_dumpall arguments. The first line of stdin is
-# the password (empty: none). The dump goes to the FIFO through one descriptor (pg_dumpall -f would reopen it for
-# each database); stdin is closed for pg_dumpall.
+# the password (empty: none). The FIFO is opened once (pg_dumpall -f would reopen it for each database); the module
+# waits for READY on stdout to know that it was the module's FIFO that opened (a FIFO on a filesystem the daemon sees
+# through a VM would block here for ever). stdin is closed for pg_dumpall.
+READY = "authentik-backup-helper-ready"
 HELPER_SH = r"""
 IFS= read -r PGPASSWORD || true
 if [ -n "$PGPASSWORD" ]; then export PGPASSWORD; else unset PGPASSWORD; fi
 out=""" + MOUNT + "/" + FIFO_NAME + r"""
 if [ ! -p "$out" ]; then
-  echo "authentik-backup helper: $out is not the FIFO of the module (is the bind mount seen by the daemon?)" >&2
+  echo "authentik-backup helper: $out is missing, not a FIFO, or not reachable by uid $(id -u)" >&2
   exit 97
 fi
+exec 3>"$out" || exit 96
+echo """ + READY + r"""
 u=$1; h=$2; p=$3; shift 3
-exec pg_dumpall --clean --if-exists --no-password -h "$h" -p "$p" -U "$u" "$@" < /dev/null > "$out"
+exec pg_dumpall --clean --if-exists --no-password -h "$h" -p "$p" -U "$u" "$@" < /dev/null >&3 3>&-
 """
-
 
 class HelperUnavailable(Exception):
     """The helper cannot be used here; the message says why (the dump can go through exec instead)."""
@@ -140,19 +144,46 @@ def probe(transport, params, secret_env):
     return HelperPlan(user, host, int(port), password)
 
 
-def container_body(db_info, plan, extra_args, mount_source, uid, gid):
-    """The Engine API create body of the helper. Holds no secret (tested)."""
+def container_body(db_info, plan, extra_args, mount_source, uid, gid, daemon=None, owner=""):
+    """The Engine API create body of the helper. Holds no secret (tested).
+
+    ``daemon`` is what :func:`daemon_traits` found: on a rootless daemon the helper runs as uid 0 of its user
+    namespace (which is the module's user), on a user-namespace-remapped daemon it keeps the host's user namespace,
+    and with SELinux the private directory is bind-mounted with a private label (``:Z``).
+    """
+    daemon = daemon or {}
     config = db_info.get("Config") or {}
     env = ["HOME=/tmp"]
     for item in config.get("Env") or []:
         if item.startswith("PATH="):  # where the image keeps pg_dumpall; nothing else is copied
             env.append(item)
+    host_config = {
+        "NetworkMode": f"container:{db_info['Id']}",
+        "ReadonlyRootfs": True,
+        "CapDrop": ["ALL"],
+        "SecurityOpt": ["no-new-privileges"],
+        "PidsLimit": 64,
+        "AutoRemove": False,
+        "RestartPolicy": {"Name": "no"},
+        "LogConfig": {"Type": "none", "Config": {}},
+        # the image's own volumes (e.g. PGDATA) become small tmpfs instead of anonymous volumes
+        "Mounts": [{"Type": "tmpfs", "Target": target, "TmpfsOptions": {"SizeBytes": 1 << 20}}
+                   for target in sorted(config.get("Volumes") or {}) if target != MOUNT],
+    }
+    # read-only: a FIFO opens for writing through a read-only mount, and nothing else can be created there
+    if daemon.get("selinux"):
+        host_config["Binds"] = [f"{mount_source}:{MOUNT}:ro,Z"]
+    else:
+        host_config["Mounts"].append({"Type": "bind", "Source": mount_source, "Target": MOUNT, "ReadOnly": True})
+    if daemon.get("userns"):
+        host_config["UsernsMode"] = "host"
+    user = "0:0" if daemon.get("rootless") else f"{uid}:{gid}"
     return {
         "Image": db_info["Image"],
         "Entrypoint": ["sh"],
         "Cmd": ["-c", HELPER_SH, "sh", plan.user, plan.host, str(plan.port)] + list(extra_args),
         "Env": env,
-        "User": f"{uid}:{gid}",
+        "User": user,
         "WorkingDir": "/",
         "AttachStdin": True,
         "AttachStdout": True,
@@ -160,69 +191,143 @@ def container_body(db_info, plan, extra_args, mount_source, uid, gid):
         "OpenStdin": True,
         "StdinOnce": True,
         "Tty": False,
-        "Labels": {HELPER_LABEL: HELPER_KIND, HELPER_FOR_LABEL: db_info["Id"]},
-        "HostConfig": {
-            "NetworkMode": f"container:{db_info['Id']}",
-            "Mounts": [{"Type": "bind", "Source": mount_source, "Target": MOUNT, "ReadOnly": False}],
-            "ReadonlyRootfs": True,
-            "CapDrop": ["ALL"],
-            "SecurityOpt": ["no-new-privileges"],
-            "PidsLimit": 64,
-            "AutoRemove": False,
-            "RestartPolicy": {"Name": "no"},
-            "LogConfig": {"Type": "none", "Config": {}},
-        },
+        "Healthcheck": {"Test": ["NONE"]},
+        "Labels": {HELPER_LABEL: HELPER_KIND, HELPER_FOR_LABEL: db_info["Id"], HELPER_OWNER_LABEL: owner},
+        "HostConfig": host_config,
     }
 
 
+def daemon_traits(client):
+    """Security options of the daemon that change how the helper is set up."""
+    try:
+        options = client.daemon_info().get("SecurityOptions") or []
+    except TransportError:
+        return {}
+    names = {part.split("=", 1)[1] for option in options for part in str(option).split(",")
+             if part.startswith("name=")}
+    return {"rootless": "rootless" in names, "userns": "userns" in names, "selinux": "selinux" in names}
+
+
 STALE_CREATED = 600  # seconds after which a helper that was created but never started counts as left behind
+HELPER_OWNER_LABEL = "io.authentik-ops.backup.helper-owner"
+
+
+def _read(path):
+    try:
+        with open(path, encoding="ascii") as handle:
+            return handle.read().strip()
+    except OSError:
+        return ""
+
+
+def _start_time(pid):
+    stat = _read(f"/proc/{pid}/stat")
+    # the command may hold spaces and parentheses: the fields after it start after the last ')'
+    fields = stat[stat.rfind(")") + 2:].split() if stat else []
+    return fields[19] if len(fields) > 19 else ""
+
+
+def _pid_namespace():
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+def owner_id(pid=None):
+    """Who created a helper: boot id, pid namespace, pid and the process's start time."""
+    pid = os.getpid() if pid is None else pid
+    return "/".join([_read("/proc/sys/kernel/random/boot_id"), _pid_namespace(), str(pid), _start_time(pid)])
+
+
+def owner_alive(owner):
+    """True or False when the owner can be judged from here (same boot and pid namespace), else None."""
+    parts = (owner or "").split("/")
+    if len(parts) != 4 or not all(parts):
+        return None
+    boot, pidns, pid, started = parts
+    if boot != _read("/proc/sys/kernel/random/boot_id") or pidns != _pid_namespace() or not pid.isdigit():
+        return None
+    return _start_time(int(pid)) == started
 
 
 def remove_stale(client, db_id, now=None):
-    """Remove helpers of this database container that are no longer running (left by a killed run).
+    """Remove helpers left behind by runs that are gone, and their FIFO directories.
 
-    A helper that was only created is left alone for STALE_CREATED seconds: it may belong to a dump starting now.
+    A helper whose owner process (same host boot and pid namespace) has ended is removed in any state, whichever
+    database it was for. A helper of this database whose owner cannot be judged from here is removed once it has
+    exited, or STALE_CREATED seconds after it was created without being started. Returns the removed names.
     """
     removed = []
     now = time.time() if now is None else now
-    stale = client.list_containers({"label": [f"{HELPER_LABEL}={HELPER_KIND}", f"{HELPER_FOR_LABEL}={db_id}"],
-                                    "status": ["created", "exited", "dead"]})
-    for entry in stale:
-        if entry.get("State") == "created" and now - (entry.get("Created") or 0) < STALE_CREATED:
+    for entry in client.list_containers({"label": [f"{HELPER_LABEL}={HELPER_KIND}"]}):
+        labels = entry.get("Labels") or {}
+        alive = owner_alive(labels.get(HELPER_OWNER_LABEL))
+        state = entry.get("State")
+        if alive is True:
             continue
+        if alive is None:
+            if labels.get(HELPER_FOR_LABEL) != db_id:
+                continue
+            if state not in ("exited", "dead", "created"):
+                continue
+            if state == "created" and now - (entry.get("Created") or 0) < STALE_CREATED:
+                continue
         client.remove_container(entry["Id"])
         removed.append(((entry.get("Names") or [entry["Id"][:12]])[0]).lstrip("/"))
+        for mount in entry.get("Mounts") or []:
+            source = mount.get("Source") or ""
+            if mount.get("Destination") == MOUNT and os.path.basename(source).startswith(PRIVATE_PREFIX):
+                shutil.rmtree(source, ignore_errors=True)
     return removed
 
 
-class _TermGuard:
-    """Turn SIGTERM into SystemExit while the helper runs, so that its container and FIFO are cleaned up."""
+class _SignalGuard:
+    """While the helper runs, SIGTERM and SIGHUP end the module through SystemExit so that the helper container and
+    the FIFO are removed; during that cleanup (:meth:`hold`) further signals are only remembered."""
+
+    SIGNALS = ("SIGTERM", "SIGHUP")
 
     def __enter__(self):
         import signal
 
         self.signal = signal
-        self.previous = None
+        self.previous = {}
+        self.held = False
+        self.pending = None
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGTERM, self._handler)
+            for name in self.SIGNALS:
+                number = getattr(signal, name)
+                self.previous[number] = signal.signal(number, self._handler)
         return self
 
-    @staticmethod
-    def _handler(signum, frame):
+    def _handler(self, signum, frame):
         del frame
+        if self.held:
+            self.pending = signum
+            return
         raise SystemExit(128 + signum)
 
+    def hold(self):
+        self.held = True
+
     def __exit__(self, *exc):
-        if self.previous is not None:
-            self.signal.signal(self.signal.SIGTERM, self.previous)
+        for number, handler in self.previous.items():
+            self.signal.signal(number, handler)
+        if self.pending is not None and exc[0] is None:
+            raise SystemExit(128 + self.pending)
         return False
+
+
+READY_TIMEOUT = 30.0  # seconds for the helper to open the FIFO once started
+EXIT_TIMEOUT = 120.0  # seconds for the helper to exit after the end of its dump
 
 
 def run(client, db_info, plan, extra_args, workdir, on_data, label_prefix=None):
     """Run the helper and feed its dump to ``on_data``; returns a HelperOutcome.
 
-    Raises HelperUnavailable when the helper could not be set up or started (nothing was fed), TransportError for
-    errors of the daemon after the helper started.
+    Raises HelperUnavailable when the helper could not be set up, started, or ended or failed before its first
+    byte reached ``on_data`` (the dump can then go through exec), TransportError for errors after that.
     """
     db_id = db_info["Id"]
     try:
@@ -231,31 +336,38 @@ def run(client, db_info, plan, extra_args, workdir, on_data, label_prefix=None):
         pass  # a leftover is only clutter; never a reason to fail or to skip the dump
     name = f"{label_prefix or db_info.get('Name', '').lstrip('/') or db_id[:12]}-pgdump-{secrets.token_hex(4)}"
     try:
-        private = tempfile.mkdtemp(prefix=".pgdump-helper-", dir=workdir)
+        private = tempfile.mkdtemp(prefix=PRIVATE_PREFIX, dir=workdir)
     except OSError as exc:
         raise HelperUnavailable(f"cannot create the helper's private directory in {workdir}: {exc}") from exc
-    container_id = None
-    fd = None
-    sock = None
-    with _TermGuard():
+    fed = [0]
+
+    def feed(data):
+        fed[0] += len(data)
+        on_data(data)
+
+    container_id = fd = sock = reader = waiter = None
+    with _SignalGuard() as guard:
         try:
-            os.chmod(private, 0o700)
-            fifo = os.path.join(private, FIFO_NAME)
-            os.mkfifo(fifo, 0o600)
-            fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                os.chmod(private, 0o700)
+                fifo = os.path.join(private, FIFO_NAME)
+                os.mkfifo(fifo, 0o600)
+                fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError as exc:
+                raise HelperUnavailable(f"the helper's FIFO could not be set up in {workdir}: {exc}") from exc
             try:
                 fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
             except OSError:
                 pass  # the default pipe works, with more wake-ups
-            body = container_body(db_info, plan, extra_args, private, os.geteuid(), os.getegid())
+            body = container_body(db_info, plan, extra_args, private, os.geteuid(), os.getegid(),
+                                  daemon=daemon_traits(client), owner=owner_id())
             try:
                 container_id = client.create_container(name, body)
+                waiter = _Waiter(client, container_id)
+                waiter.start()
                 sock, pending = client.attach(container_id)
-            except TransportError as exc:
-                raise HelperUnavailable(f"the helper container could not be created: {exc}") from exc
-            reader = _AttachReader(sock, pending)
-            reader.start()
-            try:
+                reader = _AttachReader(sock, pending)
+                reader.start()
                 client.start_container(container_id)
             except TransportError as exc:
                 raise HelperUnavailable(f"the helper container could not be started: {exc}") from exc
@@ -264,30 +376,47 @@ def run(client, db_info, plan, extra_args, workdir, on_data, label_prefix=None):
                 sock.shutdown(socket.SHUT_WR)
             except OSError as exc:
                 raise HelperUnavailable(f"the password could not be handed to the helper: {exc}") from exc
-            raw = _pump(fd, reader.done, on_data)
-            reader.done.wait(60)
-            exit_code = client.wait_container(container_id, timeout=120)
-            problem = None
-            if reader.error:
-                problem = f"reading the helper's output: {reader.error}"
-            return HelperOutcome(exit_code, reader.stderr.getvalue(), raw, problem)
-        except OSError as exc:
-            if fd is None or container_id is None:
-                raise HelperUnavailable(f"the helper's FIFO could not be set up: {exc}") from exc
-            raise TransportError(f"reading the helper's FIFO: {exc}") from exc
+            deadline = time.monotonic() + READY_TIMEOUT
+            while not reader.ready.wait(0.05):
+                if waiter.done.is_set():
+                    reader.join(2)  # the last of its stderr
+                    raise HelperUnavailable(f"the helper ended with status {waiter.exit_code} before opening its "
+                                            f"FIFO: {reader.stderr.getvalue().decode('utf-8', 'replace').strip()}")
+                if time.monotonic() > deadline:
+                    raise HelperUnavailable(
+                        f"the helper did not open its FIFO within {READY_TIMEOUT:.0f} s (is {workdir} shared with "
+                        "the Docker daemon through a VM or network file system?)")
+            raw = _pump(fd, waiter.done, feed)
+            if not waiter.done.wait(EXIT_TIMEOUT):
+                raise TransportError(f"the helper did not exit within {EXIT_TIMEOUT:.0f} s after its dump ended")
+            problem = waiter.error
+            return HelperOutcome(waiter.exit_code, reader.stderr.getvalue(), raw, problem)
+        except (TransportError, OSError) as exc:
+            if fed[0] == 0:
+                raise HelperUnavailable(f"the helper failed before its first byte: {exc}") from exc
+            if isinstance(exc, OSError):
+                raise TransportError(f"reading the helper's FIFO: {exc}") from exc
+            raise
         finally:
+            guard.hold()
             if sock is not None:
                 try:
-                    sock.close()
+                    sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+            if reader is not None:
+                reader.join(5)
+            if sock is not None:
+                sock.close()
             if fd is not None:
                 os.close(fd)
             if container_id is not None:
                 try:
                     client.remove_container(container_id)
                 except TransportError:
-                    pass  # removed by the next dump of this database (remove_stale)
+                    pass  # removed by the next dump (remove_stale: its owner is gone)
+            if waiter is not None:
+                waiter.join(5)
             shutil.rmtree(private, ignore_errors=True)
 
 
@@ -295,7 +424,7 @@ def _pump(fd, writer_gone, on_data):
     """Read the FIFO until its writer closed it (or the helper ended without opening it); returns the bytes read.
 
     The descriptor is non-blocking: a FIFO that no writer has opened yet reads as end-of-file, so it is only read
-    when poll reports data or a hang-up, or once the helper has ended (``writer_gone``).
+    when poll reports data or a hang-up, or once the helper has exited (``writer_gone``).
     """
     poller = select.poll()
     poller.register(fd, select.POLLIN | select.POLLHUP)
@@ -323,28 +452,53 @@ def _pump(fd, writer_gone, on_data):
                 break
 
 
+class _Waiter(threading.Thread):
+    """Waits for the helper to exit, registered before it starts (so its exit code is never missed, even if another
+    run removes the exited container); ``done`` is the sign that every writer of the FIFO is gone."""
+
+    def __init__(self, client, container_id):
+        super().__init__(daemon=True)
+        self.client = client
+        self.waiting = client.open_wait(container_id)
+        self.exit_code = None
+        self.error = None
+        self.done = threading.Event()
+
+    def run(self):
+        try:
+            self.exit_code = self.client.finish_wait(self.waiting)
+        except TransportError as exc:
+            self.error = str(exc)
+        finally:
+            self.done.set()
+
+
 class _AttachReader(threading.Thread):
-    """Reads the helper's attached stdout and stderr (multiplexed frames) until the container ends."""
+    """Reads the helper's attached stdout (the READY line) and stderr (kept bounded) until the stream ends."""
 
     def __init__(self, sock, pending):
         super().__init__(daemon=True)
         self.sock = sock
         self.pending = pending
         self.stderr = BoundedBuffer()
-        self.stdout = BoundedBuffer(4096)
+        self.stdout = b""
         self.error = None
-        self.done = threading.Event()
+        self.ready = threading.Event()
+
+    def _stdout(self, data):
+        if not self.ready.is_set():
+            self.stdout = (self.stdout + data)[-4096:]
+            if READY.encode() in self.stdout:
+                self.ready.set()
 
     def run(self):
         from ansible_collections.authentik_ops.backup.plugins.module_utils._docker_api import _demux
 
         try:
             self.sock.settimeout(None)
-            leftover = _demux(self.sock, self.pending, self.stdout.write, self.stderr.write)
+            leftover = _demux(self.sock, self.pending, self._stdout, self.stderr.write, wait_all=False)
             if leftover:
                 self.error = f"the attach stream ended inside a frame ({leftover} bytes)"
         except OSError as exc:
             if exc.errno not in (errno.EBADF, errno.ENOTCONN):
                 self.error = str(exc)
-        finally:
-            self.done.set()

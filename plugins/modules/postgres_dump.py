@@ -83,13 +83,17 @@ options:
         module's own uid and gid, with a read-only root filesystem, no capabilities and C(no-new-privileges). It
         connects to O(host) if that is a TCP host name, else to C(127.0.0.1), with the role and password that the
         exec way would use (the password is handed over on the helper's standard input, never in its command or
-        environment), and writes into a FIFO in a private C(0700) directory next to O(dest), bind-mounted into
-        the helper. The helper is removed when the dump ends. It fails when the helper cannot be used.
+        environment), and writes into a FIFO in a private C(0700) directory next to O(dest), bind-mounted
+        read-only into the helper. The helper is removed when the dump ends; helpers of runs that were killed are
+        removed by the next dump on the host. It fails when the helper cannot be used.
       - V(auto) uses V(helper) on Docker when the server accepts the role over TCP in the container's network
-        namespace and the helper starts, else V(exec). A helper that fails before writing anything also falls
-        back to V(exec); a helper that fails after writing fails the dump. On Kubernetes it is always V(exec).
-      - The helper needs the module to run on the Docker host (the bind mount's source must be visible to the
-        daemon). Rootless or user-namespace-remapped daemons and SELinux-confined bind mounts make it fall back.
+        namespace and the helper starts, else V(exec). A helper that cannot be created or started, does not open
+        its FIFO within 30 seconds, or fails before its first byte also falls back to V(exec); a helper that
+        fails after writing fails the dump. On Kubernetes it is always V(exec).
+      - The helper needs the module to run on the Docker host (the bind mount's source must be the daemon's own
+        file). On rootless and user-namespace-remapped daemons and with SELinux, the helper is set up accordingly
+        (uid 0 of the rootless namespace, C(UsernsMode=host), a C(:Z) bind); where it still cannot work, V(auto)
+        falls back.
     type: str
     choices: [auto, exec, helper]
     default: auto

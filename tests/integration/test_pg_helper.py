@@ -238,6 +238,17 @@ def test_a_helper_left_by_a_killed_run_is_removed_others_are_not(pg, tmp_path):
     stale = f"{pg}-pgdump-stale"
     other = f"{pg}-pgdump-other"
     fresh = f"{pg}-pgdump-fresh"
+    orphan = f"{pg}-pgdump-orphan"
+    # still running, for another database, but its owner (a SIGKILLed module on this host) is gone: removed with
+    # its FIFO directory
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    dead_owner = f"{boot}/{os.readlink('/proc/self/ns/pid')}/{os.getpid()}/1"
+    orphan_dir = tmp_path / "sets" / ".pgdump-helper-orphan"
+    orphan_dir.mkdir(parents=True)
+    os.mkfifo(orphan_dir / "dump")
+    docker("run", "-d", "--name", orphan, "--network", "none", "--label", f"{HELPER_LABEL}=postgres_dump",
+           "--label", f"{FOR_LABEL}={'1' * 64}", "--label", f"{HELPER_LABEL}-owner={dead_owner}",
+           "-v", f"{orphan_dir}:/run/authentik-backup:ro", "--entrypoint", "sleep", image, "300")
     # exited helpers, as a killed run leaves them; one of another database; one only created just now
     docker("run", "--name", stale, "--network", "none", "--label", f"{HELPER_LABEL}=postgres_dump",
            "--label", f"{FOR_LABEL}={db_id}", "--entrypoint", "true", image)
@@ -249,10 +260,11 @@ def test_a_helper_left_by_a_killed_run_is_removed_others_are_not(pg, tmp_path):
         result = dump(pg, tmp_path / "s.sql.zst")
         assert result["method"] == "helper", result
         assert inspect("container", stale) is None
+        assert inspect("container", orphan) is None and not orphan_dir.exists()
         assert inspect("container", other) is not None  # a helper of another database is not ours to remove
         assert inspect("container", fresh) is not None  # may belong to a dump that is starting right now
     finally:
-        docker("rm", "-f", stale, other, fresh, check=False)
+        docker("rm", "-f", stale, other, fresh, orphan, check=False)
 
 
 def test_server_without_tcp_falls_back_to_exec(images, tmp_path):  # pylint: disable=unused-argument

@@ -16,13 +16,15 @@ DB_INFO = {
     "Name": "/authentik-postgresql-1",
     "Image": "sha256:" + "a" * 64,
     "Config": {"Env": ["POSTGRES_PASSWORD=s3cr3t-in-env", "POSTGRES_USER=authentik",
-                       "PATH=/usr/lib/postgresql/16/bin:/usr/bin:/bin", "PGDATA=/var/lib/postgresql/data"]},
+                       "PATH=/usr/lib/postgresql/16/bin:/usr/bin:/bin", "PGDATA=/var/lib/postgresql/data"],
+               "Volumes": {"/var/lib/postgresql/data": {}}},
 }
 
 
 def test_body_holds_no_secret_and_locks_the_helper_down():
     plan = helper.HelperPlan("authentik", "127.0.0.1", 5432, "p4ss-w0rd-only-on-stdin")
-    body = helper.container_body(DB_INFO, plan, ["--exclude-database=postgres"], "/backups/s/.pgdump-x", 0, 0)
+    body = helper.container_body(DB_INFO, plan, ["--exclude-database=postgres"], "/backups/s/.pgdump-x", 0, 0,
+                                 owner=helper.owner_id())
     text = json.dumps(body)
     assert "p4ss-w0rd-only-on-stdin" not in text
     assert "s3cr3t-in-env" not in text
@@ -34,14 +36,45 @@ def test_body_holds_no_secret_and_locks_the_helper_down():
     assert host["ReadonlyRootfs"] is True
     assert host["CapDrop"] == ["ALL"]
     assert host["SecurityOpt"] == ["no-new-privileges"]
-    assert host["Mounts"] == [{"Type": "bind", "Source": "/backups/s/.pgdump-x", "Target": helper.MOUNT,
-                               "ReadOnly": False}]
+    assert host["Mounts"] == [
+        # the image's volume is a small tmpfs, not an anonymous volume
+        {"Type": "tmpfs", "Target": "/var/lib/postgresql/data", "TmpfsOptions": {"SizeBytes": 1 << 20}},
+        # read-only: the FIFO opens for writing, nothing can be created
+        {"Type": "bind", "Source": "/backups/s/.pgdump-x", "Target": helper.MOUNT, "ReadOnly": True}]
+    assert "UsernsMode" not in host and "Binds" not in host
+    assert body["Healthcheck"] == {"Test": ["NONE"]}
+    assert helper.owner_alive(body["Labels"][helper.HELPER_OWNER_LABEL]) is True
     assert body["Image"] == DB_INFO["Image"]  # the database's own image: same pg_dumpall major version
     assert body["User"] == "0:0"
     assert body["Labels"][helper.HELPER_FOR_LABEL] == "f" * 64
     assert not any(k.startswith("com.docker.compose") for k in body["Labels"])  # never seen as a service
     assert body["OpenStdin"] and body["StdinOnce"]
     assert body["Cmd"][-4:] == ["authentik", "127.0.0.1", "5432", "--exclude-database=postgres"]
+
+
+def test_body_follows_the_daemon():
+    plan = helper.HelperPlan("ak", "127.0.0.1", 5432, "pw")
+    rootless = helper.container_body(DB_INFO, plan, [], "/b/.pgdump-x", 1000, 1000, daemon={"rootless": True})
+    assert rootless["User"] == "0:0"  # uid 0 of a rootless daemon's namespace is the module's user
+    assert helper.container_body(DB_INFO, plan, [], "/b/.pgdump-x", 1000, 1000)["User"] == "1000:1000"
+    remapped = helper.container_body(DB_INFO, plan, [], "/b/.pgdump-x", 0, 0, daemon={"userns": True})
+    assert remapped["HostConfig"]["UsernsMode"] == "host"
+    selinux = helper.container_body(DB_INFO, plan, [], "/b/.pgdump-x", 0, 0, daemon={"selinux": True})
+    assert selinux["HostConfig"]["Binds"] == ["/b/.pgdump-x:" + helper.MOUNT + ":ro,Z"]
+    assert [m["Type"] for m in selinux["HostConfig"]["Mounts"]] == ["tmpfs"]
+
+
+def test_owner_liveness():
+    assert helper.owner_alive(helper.owner_id()) is True
+    mine = helper.owner_id().split("/")
+    assert helper.owner_alive("/".join(mine[:3] + ["1"])) is False  # same pid, another start time: gone
+    proc = subprocess.Popen(["sleep", "0"])  # pylint: disable=consider-using-with
+    owner = helper.owner_id(proc.pid)
+    assert helper.owner_alive(owner) is True
+    proc.wait()
+    assert helper.owner_alive(owner) is False
+    assert helper.owner_alive("another-boot/" + "/".join(mine[1:])) is None  # cannot be judged from here
+    assert helper.owner_alive("") is None
 
 
 @pytest.mark.parametrize("host, expected", [
@@ -64,7 +97,7 @@ def test_helper_script_runs_pg_dumpall_on_the_fifo_with_the_password_from_stdin(
     env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
     refused = subprocess.run(["sh", "-c", script, "sh", "ak", "127.0.0.1", "5432"], input=b"pw\n", env=env,
                              capture_output=True, check=False)
-    assert refused.returncode == 97 and b"is not the FIFO" in refused.stderr
+    assert refused.returncode == 97 and b"is missing, not a FIFO" in refused.stderr
     os.mkfifo(out)
     got = {}
     reader = threading.Thread(target=lambda: got.setdefault("data", out.read_bytes()))
@@ -73,6 +106,7 @@ def test_helper_script_runs_pg_dumpall_on_the_fifo_with_the_password_from_stdin(
                          input=b"with space\n", env=env, capture_output=True, check=False)
     reader.join(10)
     assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == helper.READY.encode() + b"\n"  # only after the FIFO was opened; the dump is not on stdout
     assert got["data"] == (b"args=--clean --if-exists --no-password -h 127.0.0.1 -p 5433 -U ak --exclude-database=x\n"
                            b"pw=with space\n")
     reader = threading.Thread(target=lambda: got.__setitem__("data", out.read_bytes()))
