@@ -80,6 +80,7 @@ u=$1; h=$2; p=$3; shift 3
 exec pg_dumpall --clean --if-exists --no-password -h "$h" -p "$p" -U "$u" "$@" < /dev/null >&3 3>&-
 """
 
+
 class HelperUnavailable(Exception):
     """The helper cannot be used here; the message says why (the dump can go through exec instead)."""
 
