@@ -48,9 +48,10 @@ PRIVATE_PREFIX = ".pgdump-helper-"
 PROBE_MARK_OK = "authentik-backup-tcp-ok"
 PROBE_MARK_FAIL = "authentik-backup-tcp-fail"
 
-# Runs in the database container after the credential preamble of _postgres.shell ($1 = host to try). Prints whether the server accepts the
-# dump's role over TCP on the loopback of the container's network namespace, with the credentials the exec path
-# would use; on success the resolved role, port and password follow (the password last, it is read to the end).
+# Runs in the database container after the credential preamble of _postgres.shell ($1 = host to try). Prints whether
+# the server accepts the dump's role over TCP on the loopback of the container's network namespace, with the
+# credentials the exec path would use; on success the resolved role, port and password follow (the password last,
+# it is read to the end). printf is a shell builtin in dash, bash and busybox sh: the password is in no argv.
 TCP_PROBE_SH = r"""
 th=$1
 tp=${PGPORT:-5432}
