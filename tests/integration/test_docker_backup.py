@@ -281,6 +281,18 @@ def test_second_run_makes_a_new_set_and_moves_latest(stack, first_backup, run_ba
     assert set(sets_of(dest)) >= {set_dir.name, second.name}
 
 
+def test_postgres_method_exec_is_passed_by_the_role(stack_current, run_backup, tmp_path):
+    dest = tmp_path / "backups"
+    run = run_backup(dest, stack_current.project, "authentik_backup_postgres_method=exec")
+    assert run.rc == 0, run.explain()
+    manifest = json.loads((Path(run.fact["path"]) / "manifest.json").read_text())
+    postgres = [f for f in manifest["files"] if f["part"] == "postgres"][0]
+    assert postgres["details"]["method"] == "exec" and postgres["details"]["method_note"] == ""
+    bad = run_backup(tmp_path / "bad", stack_current.project, "authentik_backup_postgres_method=tcp")
+    assert bad.rc != 0 and "authentik_backup_postgres_method" in bad.failure, bad.explain()
+    assert not (tmp_path / "bad").exists()
+
+
 # --- failures (current stack) ----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

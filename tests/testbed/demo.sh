@@ -63,7 +63,8 @@ import json, sys
 m = json.load(open(sys.argv[1]))
 print(f"set {m['set']}  authentik {m.get('authentik', {}).get('version')}  platform {m.get('platform')}")
 for f in m["files"]:
-    print(f"  {f['name']:<22} {f['size']:>12} bytes  sha256 {f['sha256'][:16]}...")
+    how = (f.get("details") or {}).get("method")
+    print(f"  {f['name']:<22} {f['size']:>12} bytes  sha256 {f['sha256'][:16]}..." + (f"  ({how})" if how else ""))
 for s in m.get("skipped", []):
     print(f"  skipped {s.get('part')}: {s.get('reason')}")
 PY
