@@ -6,9 +6,10 @@
 
 """Kubernetes transport: pod exec over the WebSocket protocol, read frame by frame.
 
-Credentials come from kubernetes.core (``AUTH_ARG_SPEC`` options, ``get_api_client``). The exec stream is read with
-``recv_data_frame`` directly: channel 1 (stdout) goes to the sink as it arrives, channel 2 (stderr) is kept bounded,
-channel 3 (status) is parsed for the exit code. The client's own ``update()/read_stdout()`` loop is not used: it
+Credentials come from kubernetes.core (``AUTH_ARG_SPEC`` options, ``get_api_client``); the connection is the
+kubernetes client's ``stream``. Its frames are read by ``_FrameReader`` from the WebSocket's socket into one 1 MiB
+buffer: channel 1 (stdout) goes to the sink as it arrives, channel 2 (stderr) is kept bounded, channel 3 (status) is
+parsed for the exit code. The client's own ``update()/read_stdout()`` loop is not used: it
 decodes text and keeps everything in memory.
 
 Protocol: the kubernetes client offers ``v4.channel.k8s.io``. Every frame is ``<channel byte><payload>``; the
@@ -38,7 +39,7 @@ try:
     from kubernetes.client.api import core_v1_api
     from kubernetes.client.exceptions import ApiException
     from kubernetes.stream import stream
-    from websocket import ABNF, WebSocketConnectionClosedException, WebSocketException
+    from websocket import ABNF, WebSocketException
 
     HAS_KUBERNETES = True
     KUBERNETES_IMPORT_ERROR = None
@@ -49,6 +50,106 @@ except ImportError as exc:  # reported by from_module
 STDIN, STDOUT, STDERR, STATUS = 0, 1, 2, 3
 STDIN_CHUNK = 1 << 20
 STATUS_LIMIT = 64 * 1024
+READ_BUFFER = 1 << 20
+MAX_MESSAGE = 64 << 20  # a frame or fragmented message larger than this is a protocol error here
+OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+
+
+class _FrameReader:
+    """Reads server frames from the WebSocket's own socket into one preallocated buffer.
+
+    websocket-client reads a frame's payload in pieces of at most 16 KiB, each through several Python layers. The
+    connection, the handshake and everything written (stdin, pong, close) stay with websocket-client; only the read
+    side is parsed here (RFC 6455: unmasked server frames, 7/16/64-bit lengths, control frames between fragments).
+    """
+
+    def __init__(self, ws):
+        self.ws = ws
+        self.sock = ws.sock
+        self.buf = bytearray(READ_BUFFER)
+        self.view = memoryview(self.buf)
+        self.start = 0
+        self.end = 0
+
+    def _fill(self, need):
+        """Make at least ``need`` bytes available from ``start``; False at end of stream."""
+        while self.end - self.start < need:
+            if len(self.buf) - self.start < need:  # move the rest to the front, grow for a large frame
+                rest = self.end - self.start
+                if need > len(self.buf):
+                    data = bytes(self.view[self.start:self.end])
+                    self.view.release()
+                    self.buf = bytearray(need)
+                    self.view = memoryview(self.buf)
+                    self.buf[:rest] = data
+                else:
+                    self.buf[:rest] = self.view[self.start:self.end]
+                self.start, self.end = 0, rest
+            count = self.sock.recv_into(self.view[self.end:])
+            if not count:
+                return False
+            self.end += count
+        return True
+
+    def frame(self):
+        """The next frame as (fin, opcode, payload bytes), or None at the end of the stream."""
+        if not self._fill(2):
+            return None
+        first, second = self.buf[self.start], self.buf[self.start + 1]
+        if second & 0x80:
+            raise TransportError("the server sent a masked WebSocket frame")
+        length = second & 0x7F
+        head = 2 + (2 if length == 126 else 8 if length == 127 else 0)
+        if not self._fill(head):
+            return None
+        if length == 126:
+            length = int.from_bytes(self.buf[self.start + 2:self.start + 4], "big")
+        elif length == 127:
+            length = int.from_bytes(self.buf[self.start + 2:self.start + 10], "big")
+        if length > MAX_MESSAGE:
+            raise TransportError(f"the server sent a WebSocket frame of {length} bytes")
+        if not self._fill(head + length):
+            return None
+        payload = bytes(self.view[self.start + head:self.start + head + length])
+        self.start += head + length
+        if self.start == self.end:
+            self.start = self.end = 0
+        return bool(first & 0x80), first & 0x0F, payload
+
+    def messages(self):
+        """Data messages as (opcode, payload); answers pings; ends at a Close frame or the end of the stream."""
+        parts = None
+        opcode = None
+        size = 0
+        while True:
+            item = self.frame()
+            if item is None:
+                return
+            fin, op, payload = item
+            if op == OP_CLOSE:
+                return
+            if op == OP_PING:
+                self.ws.pong(payload)
+                continue
+            if op == OP_PONG:
+                continue
+            if op == OP_CONT:
+                if parts is None:
+                    raise TransportError("the server sent a continuation frame without a first frame")
+                parts.append(payload)
+                size += len(payload)
+            elif parts is not None:
+                raise TransportError("the server started a new message inside a fragmented one")
+            elif fin:
+                yield op, payload
+                continue
+            else:
+                parts, opcode, size = [payload], op, len(payload)
+            if size > MAX_MESSAGE:
+                raise TransportError(f"the server sent a WebSocket message of more than {MAX_MESSAGE} bytes")
+            if fin:
+                yield opcode, b"".join(parts)
+                parts = None
 
 
 def parse_status(raw):
@@ -232,16 +333,9 @@ class K8sTransport:
             if stdin is not None:
                 feeder = _StdinFeeder(resp, stdin)
                 feeder.start()
-            while True:
-                try:
-                    opcode, frame = sock.recv_data_frame(True)
-                except WebSocketConnectionClosedException:
-                    break
-                if opcode == ABNF.OPCODE_CLOSE:
-                    break
-                if opcode not in (ABNF.OPCODE_BINARY, ABNF.OPCODE_TEXT):
+            for opcode, data in _FrameReader(sock).messages():
+                if opcode not in (OP_BINARY, OP_TEXT):
                     continue
-                data = frame.data
                 if len(data) < 2:
                     continue  # the kubelet's initial empty frame
                 channel = data[0]
@@ -254,7 +348,7 @@ class K8sTransport:
                 elif channel == STATUS:
                     if len(status) < STATUS_LIMIT:
                         status += data[1:]
-        except (OSError, WebSocketException) as exc:
+        except (OSError, WebSocketException, TransportError) as exc:
             problem = f"reading the exec stream of {self.describe()} failed: {exc or exc.__class__.__name__}"
         finally:
             try:
