@@ -153,8 +153,8 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-MANIFEST = "manifest.json"
-LATEST = "latest"
+from ansible_collections.authentik_ops.backup.plugins.module_utils._sets import LATEST, MANIFEST
+
 LOCK = ".lock"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 STAMP = "%Y%m%dT%H%M%SZ"

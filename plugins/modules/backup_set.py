@@ -168,10 +168,9 @@ import secrets
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.authentik_ops.backup.plugins.module_utils._common import COLLECTION_VERSION
+from ansible_collections.authentik_ops.backup.plugins.module_utils._sets import LATEST, MANIFEST
 from ansible_collections.authentik_ops.backup.plugins.module_utils._sink import AtomicSink, fsync_dir, sha256_file
 
-MANIFEST = "manifest.json"
-LATEST = "latest"
 KNOWN_KEYS = ("size", "sha256", "compression", "raw_size", "duration", "encryption")
 # Keys of a module result that say nothing about the backup: Ansible's bookkeeping and file attributes.
 RESULT_NOISE = ("part", "name", "dest", "changed", "failed", "invocation", "plan", "warnings", "deprecations",

@@ -238,6 +238,13 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
 
 from ansible_collections.authentik_ops.backup.plugins.module_utils._common import Stopwatch
+from ansible_collections.authentik_ops.backup.plugins.module_utils._sets import (
+    LATEST,
+    MANIFEST,
+    bad_file_name,
+    resolve_set,
+)
+from ansible_collections.authentik_ops.backup.plugins.module_utils._sink import sha256_file
 
 try:
     import boto3
@@ -251,8 +258,6 @@ else:
     HAS_BOTO3 = True
     BOTO3_IMPORT_ERROR = None
 
-MANIFEST = "manifest.json"
-LATEST = "latest"
 MIB = 1 << 20
 READ_CHUNK = MIB
 
@@ -262,33 +267,6 @@ class UploadError(Exception):
 
 
 # --- the set ------------------------------------------------------------------------------------------------------
-
-def resolve_set(module):
-    params = module.params
-    if params["path"]:
-        path = params["path"]
-    else:
-        if params["name"] in ("", ".", "..") or "/" in params["name"]:
-            module.fail_json(msg=f"name {params['name']!r}: give the name of a set directory in dest, or latest")
-        path = os.path.join(params["dest"], params["name"])
-        if params["name"] == LATEST:
-            if not os.path.islink(path):
-                module.fail_json(msg=f"{path} does not exist or is not a symlink: there is no complete set in "
-                                     f"{params['dest']} yet")
-            path = os.path.realpath(path)
-    path = os.path.abspath(path)
-    if not os.path.isdir(path):
-        module.fail_json(msg=f"{path} is not a backup set directory")
-    return path
-
-
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(READ_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def set_files(module, set_path):
     """[(name, size, sha256)] of the manifest's files, then manifest.json itself (its own sha256 from disk)."""
@@ -305,14 +283,14 @@ def set_files(module, set_path):
     files = []
     for entry in manifest["files"]:
         name = entry.get("name") if isinstance(entry, dict) else None
-        if not name or "/" in name or name in (MANIFEST, LATEST, ".", ".."):
+        if bad_file_name(name):
             module.fail_json(msg=f"{MANIFEST}: entry {entry!r} has no valid file name")
         if not entry.get("sha256") or entry.get("size") is None:
             module.fail_json(msg=f"{MANIFEST}: {name} has no size or sha256; the copy could not be verified")
         if not os.path.isfile(os.path.join(set_path, name)):
             module.fail_json(msg=f"{name} is listed in {MANIFEST} but missing from {set_path}")
         files.append((name, int(entry["size"]), str(entry["sha256"]).lower()))
-    files.append((MANIFEST, os.path.getsize(manifest_path), sha256_of(manifest_path)))
+    files.append((MANIFEST, os.path.getsize(manifest_path), sha256_file(manifest_path)))
     return files
 
 

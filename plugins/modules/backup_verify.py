@@ -219,11 +219,15 @@ from ansible_collections.authentik_ops.backup.plugins.module_utils._restore impo
     count_dump,
     decode_strict,
 )
+from ansible_collections.authentik_ops.backup.plugins.module_utils._sets import (
+    LATEST,
+    MANIFEST,
+    bad_file_name,
+    resolve_set,
+)
 from ansible_collections.authentik_ops.backup.plugins.module_utils._tarsafe import TarSafetyError, validate_stream
 from ansible_collections.authentik_ops.backup.plugins.module_utils._transport import TransportError
 
-MANIFEST = "manifest.json"
-LATEST = "latest"
 RAW_CHUNK = 256 * 1024
 TABLES_SQL = ("select count(*) from pg_catalog.pg_tables "
               "where schemaname not in ('pg_catalog', 'information_schema')")
@@ -341,7 +345,7 @@ def verify_file(set_path, entry, check_formats, identities=()):
     record = dict(name=name, part=entry.get("part") if isinstance(entry, dict) else None, ok=False, problems=[],
                   details={})
     problems = record["problems"]
-    if not name or "/" in name or name in (MANIFEST, LATEST, ".", ".."):
+    if bad_file_name(name):
         problems.append(f"manifest entry {entry!r} has no valid file name")
         return record
     path = os.path.join(set_path, name)
@@ -397,23 +401,6 @@ def verify_file(set_path, entry, check_formats, identities=()):
         problems.append(f"{name}: sha256 {record['sha256']} differs from the manifest's {entry['sha256']}")
     record["ok"] = not problems
     return record
-
-
-def resolve_set(module):
-    params = module.params
-    if params["path"]:
-        path = params["path"]
-    else:
-        path = os.path.join(params["dest"], params["name"])
-        if params["name"] == LATEST:
-            if not os.path.islink(path):
-                module.fail_json(msg=f"{path} does not exist or is not a symlink: there is no complete set in "
-                                     f"{params['dest']} yet", ok=False, set_path=path)
-            path = os.path.realpath(path)
-    path = os.path.abspath(path)
-    if not os.path.isdir(path):
-        module.fail_json(msg=f"{path} is not a backup set directory", ok=False, set_path=path, problems=[])
-    return path
 
 
 def manifest_image(manifest):
@@ -545,9 +532,7 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    if params["name"] in ("", ".", "..") or "/" in params["name"]:
-        module.fail_json(msg=f"name {params['name']!r}: give the name of a set directory in dest, or latest")
-    set_path = resolve_set(module)
+    set_path = resolve_set(module, ok=False, problems=[])
     result = dict(changed=False, ok=False, set_path=set_path, set=os.path.basename(set_path), problems=[],
                   warnings_found=[])
     problems, warnings = result["problems"], result["warnings_found"]
