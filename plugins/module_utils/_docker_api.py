@@ -193,17 +193,6 @@ class DockerClient:
             raise TransportError(f"reading the Docker daemon's info: {self.api_message(parsed, data)}")
         return parsed or {}
 
-    def wait_container(self, container, timeout=60):
-        """Wait for a container to stop; returns its exit code (None if the daemon does not say)."""
-        saved, self.timeout = self.timeout, timeout
-        try:
-            status, parsed, data = self.request("POST", self._container_url(container, "/wait"))
-        finally:
-            self.timeout = saved
-        if status != 200:
-            raise TransportError(f"waiting for container {container!r}: {self.api_message(parsed, data)}")
-        return (parsed or {}).get("StatusCode")
-
     def inspect_image(self, image):
         status, parsed, data = self.request("GET", f"/images/{urllib.parse.quote(image, safe=':/@')}/json")
         if status == 404:

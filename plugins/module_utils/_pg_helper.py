@@ -20,7 +20,6 @@ writing its first byte is reported as ``HelperUnavailable`` so that the caller c
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
 import secrets
@@ -100,10 +99,9 @@ class HelperPlan:
 
 
 class HelperOutcome:
-    def __init__(self, exit_code, stderr, raw_bytes, problem=None):
+    def __init__(self, exit_code, stderr, problem=None):
         self.exit_code = exit_code
         self.stderr = stderr
-        self.raw_bytes = raw_bytes
         self.problem = problem
 
     @property
@@ -325,7 +323,7 @@ READY_TIMEOUT = 30.0  # seconds for the helper to open the FIFO once started
 EXIT_TIMEOUT = 120.0  # seconds for the helper to exit after the end of its dump
 
 
-def run(client, db_info, plan, extra_args, workdir, on_data, label_prefix=None):
+def run(client, db_info, plan, extra_args, workdir, on_data):
     """Run the helper and feed its dump to ``on_data``; returns a HelperOutcome.
 
     Raises HelperUnavailable when the helper could not be set up, started, or ended or failed before its first
@@ -336,7 +334,7 @@ def run(client, db_info, plan, extra_args, workdir, on_data, label_prefix=None):
         remove_stale(client, db_id)
     except TransportError:
         pass  # a leftover is only clutter; never a reason to fail or to skip the dump
-    name = f"{label_prefix or db_info.get('Name', '').lstrip('/') or db_id[:12]}-pgdump-{secrets.token_hex(4)}"
+    name = f"{db_info.get('Name', '').lstrip('/') or db_id[:12]}-pgdump-{secrets.token_hex(4)}"
     try:
         private = tempfile.mkdtemp(prefix=PRIVATE_PREFIX, dir=workdir)
     except OSError as exc:
@@ -388,11 +386,10 @@ def run(client, db_info, plan, extra_args, workdir, on_data, label_prefix=None):
                     raise HelperUnavailable(
                         f"the helper did not open its FIFO within {READY_TIMEOUT:.0f} s (is {workdir} shared with "
                         "the Docker daemon through a VM or network file system?)")
-            raw = _pump(fd, waiter.done, feed)
+            _pump(fd, waiter.done, feed)
             if not waiter.done.wait(EXIT_TIMEOUT):
                 raise TransportError(f"the helper did not exit within {EXIT_TIMEOUT:.0f} s after its dump ended")
-            problem = waiter.error
-            return HelperOutcome(waiter.exit_code, reader.stderr.getvalue(), raw, problem)
+            return HelperOutcome(waiter.exit_code, reader.stderr.getvalue(), waiter.error)
         except (TransportError, OSError) as exc:
             if fed[0] == 0:
                 raise HelperUnavailable(f"the helper failed before its first byte: {exc}") from exc
@@ -484,7 +481,6 @@ class _AttachReader(threading.Thread):
         self.pending = pending
         self.stderr = BoundedBuffer()
         self.stdout = b""
-        self.error = None
         self.ready = threading.Event()
 
     def _stdout(self, data):
@@ -498,9 +494,6 @@ class _AttachReader(threading.Thread):
 
         try:
             self.sock.settimeout(None)
-            leftover = _demux(self.sock, self.pending, self._stdout, self.stderr.write, wait_all=False)
-            if leftover:
-                self.error = f"the attach stream ended inside a frame ({leftover} bytes)"
-        except OSError as exc:
-            if exc.errno not in (errno.EBADF, errno.ENOTCONN):
-                self.error = str(exc)
+            _demux(self.sock, self.pending, self._stdout, self.stderr.write, wait_all=False)
+        except OSError:
+            pass  # the stream only carries READY and stderr; the exit status comes from the registered wait

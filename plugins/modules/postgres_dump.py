@@ -315,6 +315,28 @@ def dump_failed(module, transport, info, exit_code, stderr, way):
                      rc=exit_code, stderr_excerpt=excerpt(stderr))
 
 
+def dump_with_helper(module, transport, info, plan, excludes, sink):
+    """Dump through the helper into ``sink``; returns None when it did, else why exec has to (nothing was written)."""
+    params = module.params
+    try:
+        outcome = pg_helper.run(transport.client, transport.inspect(), plan, excludes,
+                                os.path.dirname(os.path.abspath(params["dest"])), sink.write)
+    except pg_helper.HelperUnavailable as exc:
+        if params["method"] == "helper":
+            module.fail_json(msg=f"method=helper failed for {transport.describe()}: {exc}")
+        return f"{exc}; dumped through exec"
+    if outcome.ok:
+        return None
+    if sink.raw_size or params["method"] == "helper":
+        if outcome.problem:
+            raise TransportError(f"the dump through the helper of {transport.describe()} broke off: "
+                                 f"{outcome.problem}; {sink.raw_size} bytes received. "
+                                 f"stderr: {excerpt(outcome.stderr)}")
+        dump_failed(module, transport, info, outcome.exit_code, outcome.stderr, "in the helper of")
+    return (f"the helper ended with status {outcome.exit_code} before writing anything "
+            f"({excerpt(outcome.stderr) or outcome.problem or 'no message'}); dumped through exec")
+
+
 def dump(module, transport, info, plan, note):
     params = module.params
     excludes = [f"--exclude-database={db}" for db in params["exclude_databases"] if db != "template0"]
@@ -325,25 +347,11 @@ def dump(module, transport, info, plan, note):
         with AtomicSink(params["dest"], params["compression"], params["compression_level"],
                         params["compression_threads"], recipients=params["encrypt_recipients"]) as sink:
             if plan is not None:
-                outcome = None
-                try:
-                    outcome = pg_helper.run(transport.client, transport.inspect(), plan, excludes,
-                                            os.path.dirname(os.path.abspath(params["dest"])), sink.write)
-                except pg_helper.HelperUnavailable as exc:
-                    if params["method"] == "helper":
-                        module.fail_json(msg=f"method=helper failed for {transport.describe()}: {exc}")
-                    note = f"{exc}; dumped through exec"
-                if outcome is not None and outcome.ok:
+                helper_note = dump_with_helper(module, transport, info, plan, excludes, sink)
+                if helper_note is None:
                     method = "helper"
-                elif outcome is not None and (sink.raw_size or params["method"] == "helper"):
-                    if outcome.problem:
-                        raise TransportError(f"the dump through the helper of {transport.describe()} broke off: "
-                                             f"{outcome.problem}; {sink.raw_size} bytes received. "
-                                             f"stderr: {excerpt(outcome.stderr)}")
-                    dump_failed(module, transport, info, outcome.exit_code, outcome.stderr, "in the helper of")
-                elif outcome is not None:
-                    note = (f"the helper ended with status {outcome.exit_code} before writing anything "
-                            f"({excerpt(outcome.stderr) or outcome.problem or 'no message'}); dumped through exec")
+                else:
+                    note = helper_note
             if method == "exec":
                 result = transport.exec_stream(argv, sink.write, secret_env=secret_env(params))
                 if not result.complete:
