@@ -2,9 +2,11 @@
 #
 #   make demo    bring up the test bed and show a backup and a restore (tests/testbed/demo.sh)
 #   make test    every quality gate, in order, stopping at the first failure:
-#                venv -> collections-link -> sanity -> lint -> unit -> integration
+#                bootstrap -> venv -> collections-link -> sanity -> lint -> unit -> integration
+# Both start with `bootstrap` (tests/testbed/bootstrap.sh): as root it installs the Debian packages that are missing
+# and starts a Docker engine; as another user it stops with the one command to run when something is missing.
 #
-# Other targets: help, venv, collections-link, sanity, lint, unit, integration, bench, bench-smoke, clean,
+# Other targets: help, bootstrap, venv, collections-link, sanity, lint, unit, integration, bench, bench-smoke, clean,
 # distclean.
 # Variables: PYTHON (interpreter for a new venv, default python3), VENV (default .venv),
 #            SANITY_ARGS (extra ansible-test sanity arguments, e.g. SANITY_ARGS='--test pylint'),
@@ -30,10 +32,13 @@ export PATH := $(VENV_BIN):$(PATH)
 export ANSIBLE_CONFIG := $(abspath ansible.cfg)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help venv collections-link sanity lint unit integration test demo bench bench-smoke clean distclean
+.PHONY: help bootstrap venv collections-link sanity lint unit integration test demo bench bench-smoke clean distclean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
+
+bootstrap: ## system packages and a Docker engine (installs as root; as another user, says what to run)
+	tests/testbed/bootstrap.sh
 
 venv: $(VENV_STAMP) ## create .venv (if missing) and install requirements-dev.txt (exact pins)
 
@@ -68,9 +73,9 @@ integration: venv collections-link ## pytest tests/integration against the Docke
 		python -m pytest --import-mode=importlib -p no:cacheprovider tests/integration $(PYTEST_ARGS); \
 	fi
 
-test: venv collections-link sanity lint unit integration ## all gates: sanity, lint, unit, integration
+test: bootstrap venv collections-link sanity lint unit integration ## all gates: sanity, lint, unit, integration
 
-demo: venv collections-link ## run the demo on the test bed (tests/testbed/demo.sh)
+demo: bootstrap venv collections-link ## run the demo on the test bed (tests/testbed/demo.sh)
 	@test -x tests/testbed/demo.sh || { echo "demo: tests/testbed/demo.sh is missing or not executable" >&2; exit 1; }
 	tests/testbed/demo.sh
 

@@ -6,6 +6,8 @@ Environment knobs:
   AKBT_LOCK_WAIT=s     how long to wait for another session holding a project's lock (default 1800)
   AKBT_REUSE_STACKS=1  reuse stacks that are already up (state file present and all containers running) instead of
                        recreating them; reused stacks are not torn down
+
+Skips are counted and, with CI=true, fail the run unless tests/skip-allowlist.txt names them (tests/skip_policy.py).
 """
 
 from __future__ import annotations
@@ -21,7 +23,12 @@ TESTS_DIR = Path(__file__).resolve().parent.parent
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
 
+import skip_policy  # noqa: E402  pylint: disable=wrong-import-position
 from testbed import paths, proof, stacks  # noqa: E402  pylint: disable=wrong-import-position
+
+
+def pytest_configure(config):
+    skip_policy.register(config)
 
 
 @pytest.fixture(scope="session")

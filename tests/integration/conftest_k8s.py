@@ -1,7 +1,7 @@
 """Fixtures of the Kubernetes integration tests: both Helm-like stacks behind one test API server.
 
-Loaded with ``pytest_plugins = ["conftest_k8s"]`` by test_k8s_transport.py and test_k8s_backup.py, so the stacks
-and the server are created once per session. No cluster is used: tests/testbed/k8s/apiserver.py serves the API and
+Loaded with ``pytest_plugins = ["conftest_k8s"]`` by test_k8s_transport.py, test_k8s_backup.py and
+test_restore_roundtrip.py, so the stacks and the server are created once per session. No cluster is used: tests/testbed/k8s/apiserver.py serves the API and
 runs pod exec in the real containers that helm_stacks.py starts (names ``akbt-k8s-<ns>-<release>-*``,
 ``--network none``).
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import urllib.request
 
@@ -21,11 +20,7 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "tests", "testbed", "k8s"))
 
 import helm_stacks  # noqa: E402  pylint: disable=wrong-import-position
-
-VENV_PYTHON = sys.executable
-SITE = next((p for p in sys.path if p.endswith("site-packages") and os.path.isdir(os.path.join(p, "ansible_collections"))),
-            None)
-COLLECTIONS_PATH = ":".join(p for p in (os.path.join(REPO, ".collections"), SITE) if p)
+from testbed import ansible_run  # noqa: E402  pylint: disable=wrong-import-position
 
 # AKBT_PROJECT_SUFFIX gives a session its own namespaces (and so its own containers), as for the Compose stacks.
 _SUFFIX = os.environ.get("AKBT_PROJECT_SUFFIX", "")
@@ -33,16 +28,6 @@ STACKS = {
     "current": {"layout": "current", "release": "authentik", "namespace": f"akbt-k8s-cur{_SUFFIX}"},
     "legacy": {"layout": "legacy", "release": "legacy", "namespace": f"akbt-k8s-leg{_SUFFIX}"},
 }
-
-
-def docker_ready():
-    try:
-        p = subprocess.run(["docker", "image", "inspect", helm_stacks.PG_IMAGE, helm_stacks.REDIS_IMAGE,
-                            "akbt.local/goauthentik/server:2026.2.2", "akbt.local/goauthentik/server:2025.2.4"],
-                           capture_output=True, check=False)
-        return p.returncode == 0
-    except OSError:
-        return False
 
 
 class Cluster:
@@ -102,9 +87,8 @@ class Cluster:
 
 
 @pytest.fixture(scope="session")
-def k8s(tmp_path_factory):
-    if not docker_ready():
-        pytest.skip("needs Docker and the akbt.local images (tests/testbed/images.sh)")
+def k8s(tmp_path_factory, images):  # pylint: disable=unused-argument
+    """Both Helm-like stacks behind the test API server (the test bed images are built first)."""
     cluster = Cluster(str(tmp_path_factory.mktemp("akbt-k8s")))
     try:
         yield cluster
@@ -112,24 +96,9 @@ def k8s(tmp_path_factory):
         cluster.close()
 
 
-def ansible_env(work):
-    return dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS_PATH, ANSIBLE_PYTHON_INTERPRETER=VENV_PYTHON,
-                ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
-                ANSIBLE_HOME=os.path.join(work, "ansible-home"), ANSIBLE_NOCOLOR="1")
-
-
 def run_module(cluster, module, check=False, **args):
-    """Run one module of the collection on localhost (ad hoc, json callback); returns its result dict."""
-    env = ansible_env(cluster.work)
-    env.update(ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json", ANSIBLE_LOAD_CALLBACK_PLUGINS="1")
+    """Run one module of the collection on localhost against the test API server; returns its result dict."""
     args.setdefault("kubeconfig", cluster.kubeconfig)
-    exe = os.path.join(os.path.dirname(VENV_PYTHON), "ansible")
-    cmd = [exe, "localhost", "-m", f"authentik_ops.backup.{module}", "-a", json.dumps(args)]
-    if check:
-        cmd.append("--check")
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, timeout=600)
-    try:
-        out = json.loads(p.stdout[p.stdout.index("{"):])
-    except ValueError as exc:
-        raise AssertionError(f"ansible output not JSON: {p.stdout}\n{p.stderr}") from exc
-    return out["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    result, _run = ansible_run.run_module(module, check_mode=check, home=os.path.join(cluster.work, "ansible-home"),
+                                          **args)
+    return result

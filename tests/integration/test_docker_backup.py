@@ -14,14 +14,13 @@ import hashlib
 import json
 import os
 import stat
-import subprocess
 import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 
-from testbed import paths, proof, stacks
+from testbed import ansible_run, paths, proof, stacks
 from testbed._docker import docker
 
 REPO = paths.REPO_ROOT
@@ -44,73 +43,19 @@ def inventory(tmp_path_factory):
     return path
 
 
-class Run:
-    """One ansible-playbook run, parsed from the json callback."""
-
-    def __init__(self, proc):
-        self.proc = proc
-        self.rc = proc.returncode
-        try:
-            self.data = json.loads(proc.stdout[proc.stdout.index("{"):])
-        except ValueError:
-            self.data = {"plays": []}
-
-    def results(self):
-        for play in self.data.get("plays", []):
-            for task in play.get("tasks", []):
-                for result in task.get("hosts", {}).values():
-                    yield task["task"]["name"], result
-
-    def result(self, name):
-        """The last result of the task called ``name`` (role tasks are named "<role> : <name>")."""
-        found = [r for n, r in self.results() if n == name or n.endswith(f" : {name}")]
-        return found[-1] if found else None
-
-    @property
-    def failure(self):
-        msgs = [r.get("msg", "") for _n, r in self.results() if r.get("failed")]
-        return msgs[-1] if msgs else None
-
-    @property
-    def summary(self):
-        result = self.result("Summary")
-        return result["msg"] if result else None
-
-    @property
-    def fact(self):
-        result = self.result("Publish the result for the caller")
-        return result["ansible_facts"]["authentik_backup_result"] if result else None
-
-    def explain(self):
-        return f"rc={self.rc}\nstdout (tail):\n{self.proc.stdout[-6000:]}\nstderr:\n{self.proc.stderr[-3000:]}"
-
-
 @pytest.fixture(scope="module")
 def run_backup(inventory):
-    env = dict(os.environ)
-    env.update({
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_COLLECTIONS_PATH": f"{REPO / '.collections'}:{VENV_PYTHON.parent.parent}/lib/"
-                                    f"python{sys.version_info[0]}.{sys.version_info[1]}/site-packages",
-        "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json",
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_LOCALHOST_WARNING": "0",
-        "PATH": f"{VENV_PYTHON.parent}:{env.get('PATH', '')}",
-    })
-
     def run(dest, project=None, *extra, check=False, timeout=300):
-        argv = [str(VENV_PYTHON.parent / "ansible-playbook"), "-i", str(inventory), str(PLAYBOOK),
-                "-e", f"authentik_backup_dest={dest}"]
-        if project:
-            argv += ["-e", f"authentik_backup_compose_project={project}"]
-        for item in extra:
-            argv += ["-e", item]
-        if check:
-            argv.append("--check")
-        return Run(subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
-                                  check=False))
+        project_vars = [f"authentik_backup_compose_project={project}"] if project else []
+        return ansible_run.run_playbook(inventory, PLAYBOOK, f"authentik_backup_dest={dest}", *project_vars, *extra,
+                                        check=check, timeout=timeout)
 
     return run
+
+
+def backup_result(run):
+    """The role's result for the caller (the fact authentik_backup_result), or None."""
+    return run.fact("authentik_backup_result")
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------
@@ -161,7 +106,7 @@ def first_backup(stack, run_backup, tmp_path_factory):
     dest = tmp_path_factory.mktemp(f"dest-{stack.project}") / "backups"
     run = run_backup(dest, stack.project)
     assert run.rc == 0, run.explain()
-    return dest, run, Path(run.fact["path"])
+    return dest, run, Path(backup_result(run)["path"])
 
 
 def test_check_mode_writes_nothing_and_reports_plan(stack, run_backup, tmp_path):
@@ -169,13 +114,13 @@ def test_check_mode_writes_nothing_and_reports_plan(stack, run_backup, tmp_path)
     run = run_backup(dest, stack.project, check=True)
     assert run.rc == 0, run.explain()
     assert not dest.exists(), "check mode created the destination"
-    summary = "\n".join(run.summary)
+    summary = "\n".join(run.msg("Summary"))
     assert "Check mode: would create the backup set" in summary
     for name in expected_files(stack):
         assert f"  {name}  from " in summary, summary
     if not stack.has_redis:
         assert "skipped redis: no redis service" in summary
-    assert run.fact["check_mode"] is True and run.fact["manifest"] is None
+    assert backup_result(run)["check_mode"] is True and backup_result(run)["manifest"] is None
 
 
 def test_backup_set_is_complete(stack, first_backup):
@@ -184,7 +129,7 @@ def test_backup_set_is_complete(stack, first_backup):
     assert stat.S_IMODE(set_dir.stat().st_mode) == 0o700
     assert latest_of(dest) == set_dir.name
     manifest = json.loads((set_dir / "manifest.json").read_text())
-    assert manifest == run.fact["manifest"]
+    assert manifest == backup_result(run)["manifest"]
     assert [f["name"] for f in manifest["files"]] == expected_files(stack)
     # report.json: the run report the role writes after the manifest (tests/integration/test_operations.py)
     assert sorted(p.name for p in set_dir.iterdir()) == sorted(expected_files(stack) + ["manifest.json", "report.json"])
@@ -212,7 +157,7 @@ def test_backup_set_is_complete(stack, first_backup):
     assert {svc: c["image"] for svc, c in source["containers"].items()} == stack.images
     skipped = {s["part"] for s in manifest["skipped"]}
     assert skipped == ({"data", "blueprints"} if stack.has_redis else {"redis", "media", "blueprints"})
-    summary = "\n".join(run.summary)
+    summary = "\n".join(run.msg("Summary"))
     assert f"Backup set {set_dir} is complete (latest)" in summary
     for name in expected_files(stack):
         assert f"  {name}  " in summary
@@ -274,7 +219,7 @@ def test_second_run_makes_a_new_set_and_moves_latest(stack, first_backup, run_ba
     dest, _run, set_dir = first_backup
     run = run_backup(dest, stack.project)
     assert run.rc == 0, run.explain()
-    second = Path(run.fact["path"])
+    second = Path(backup_result(run)["path"])
     assert second != set_dir and second.parent == dest
     assert latest_of(dest) == second.name
     assert (set_dir / "manifest.json").is_file() and (second / "manifest.json").is_file()
@@ -285,11 +230,11 @@ def test_postgres_method_exec_is_passed_by_the_role(stack_current, run_backup, t
     dest = tmp_path / "backups"
     run = run_backup(dest, stack_current.project, "authentik_backup_postgres_method=exec")
     assert run.rc == 0, run.explain()
-    manifest = json.loads((Path(run.fact["path"]) / "manifest.json").read_text())
+    manifest = json.loads((Path(backup_result(run)["path"]) / "manifest.json").read_text())
     postgres = [f for f in manifest["files"] if f["part"] == "postgres"][0]
     assert postgres["details"]["method"] == "exec" and postgres["details"]["method_note"] == ""
     bad = run_backup(tmp_path / "bad", stack_current.project, "authentik_backup_postgres_method=tcp")
-    assert bad.rc != 0 and "authentik_backup_postgres_method" in bad.failure, bad.explain()
+    assert bad.rc != 0 and "authentik_backup_postgres_method" in bad.failure(), bad.explain()
     assert not (tmp_path / "bad").exists()
 
 
@@ -313,7 +258,7 @@ def test_stopped_database_fails_before_creating_a_set(stack_current, current_des
         docker("start", stack_current.pg_container)
         stacks.wait_postgres(stack_current)
     assert run.rc != 0, run.explain()
-    assert stack_current.pg_container in run.failure and "exited" in run.failure, run.failure
+    assert stack_current.pg_container in run.failure() and "exited" in run.failure(), run.failure()
     assert sets_of(current_dest) == before
     assert latest_of(current_dest) == latest
 
@@ -328,7 +273,7 @@ def test_pg_dumpall_failure_removes_the_set(stack_current, current_dest, run_bac
     finally:
         stacks.psql(stack_current, f"DROP ROLE IF EXISTS {role};")
     assert run.rc != 0, run.explain()
-    message = run.failure
+    message = run.failure()
     assert "failed in part postgres" in message, message
     assert "pg_dumpall exited with status 1" in message and "permission denied" in message, message
     assert "was removed; latest was not moved" in message
@@ -346,8 +291,8 @@ def test_two_authentik_projects_and_none_chosen_fails(stack_current, stack_legac
     run = run_backup(tmp_path / "backups", None, f"authentik_backup_compose_project_pattern={pattern}")
     assert run.rc != 0, run.explain()
     assert f"2 Docker Compose projects on localhost run authentik: {stack_current.project}, " \
-           f"{stack_legacy.project}" in run.failure, run.failure
-    assert "authentik_backup_compose_project" in run.failure
+           f"{stack_legacy.project}" in run.failure(), run.failure()
+    assert "authentik_backup_compose_project" in run.failure()
     assert not (tmp_path / "backups").exists()
 
 
@@ -357,7 +302,7 @@ def test_single_authentik_project_is_discovered(stack_current, stack_legacy, run
     run = run_backup(dest, None, f"authentik_backup_compose_project_pattern=^{stack_current.project}$",
                      '{"authentik_backup_components": ["postgres"]}')
     assert run.rc == 0, run.explain()
-    manifest = run.fact["manifest"]
+    manifest = backup_result(run)["manifest"]
     assert manifest["source"]["compose_project"] == stack_current.project
     assert [f["name"] for f in manifest["files"]] == ["postgres.sql.zst"]
     assert {s["part"] for s in manifest["skipped"]} == {"redis", "files", "config"}
@@ -367,12 +312,12 @@ def test_single_authentik_project_is_discovered(stack_current, stack_legacy, run
 def test_unknown_project_fails_listing_candidates(stack_current, run_backup, tmp_path):
     run = run_backup(tmp_path / "backups", "akbt-no-such-project")
     assert run.rc != 0, run.explain()
-    assert "there is no such Compose project" in run.failure
-    assert stack_current.project in run.failure
+    assert "there is no such Compose project" in run.failure()
+    assert stack_current.project in run.failure()
 
 
 def test_no_authentik_project_fails_listing_projects(stack_current, run_backup, tmp_path):
     run = run_backup(tmp_path / "backups", None, "authentik_backup_compose_project_pattern=^akbt-none-such$")
     assert run.rc != 0, run.explain()
-    assert "No Docker Compose project on localhost runs authentik" in run.failure
-    assert stack_current.project in run.failure  # listed among the projects found
+    assert "No Docker Compose project on localhost runs authentik" in run.failure()
+    assert stack_current.project in run.failure()  # listed among the projects found

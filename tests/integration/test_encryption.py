@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -132,10 +133,11 @@ def test_set_files_are_age_and_manifest_records_it(encrypted_set, keys):
     assert keys["identity"] not in (set_dir / "manifest.json").read_text()
 
 
-@pytest.mark.skipif(not os.path.exists("/usr/bin/age"), reason="the age binary is not installed")
 def test_reference_age_decrypts_the_dump(encrypted_set, keys):
+    age = shutil.which("age")
+    assert age, "the reference age binary is not installed: run sudo tests/testbed/bootstrap.sh (Debian package age)"
     set_dir = encrypted_set["set_dir"]
-    plain = subprocess.run(["/usr/bin/age", "-d", "-i", str(keys["right"]), str(set_dir / "postgres.sql.zst.age")],
+    plain = subprocess.run([age, "-d", "-i", str(keys["right"]), str(set_dir / "postgres.sql.zst.age")],
                            capture_output=True, check=True).stdout
     dump = subprocess.run(["zstd", "-dc"], input=plain, capture_output=True, check=True).stdout
     assert b"-- PostgreSQL database cluster dump complete" in dump[-4096:]
@@ -185,8 +187,6 @@ def test_backup_verify_with_without_and_with_wrong_identity(encrypted_set, keys)
 
 
 def test_tampered_encrypted_file_fails_verification(encrypted_set, keys, tmp_path):
-    import shutil
-
     copy = tmp_path / encrypted_set["set_dir"].name
     shutil.copytree(encrypted_set["set_dir"], copy)
     target = copy / "config.tar.zst.age"

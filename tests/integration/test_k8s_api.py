@@ -1,7 +1,7 @@
 """The test Kubernetes API server (tests/testbed/k8s) against the REAL kubernetes client and kubernetes.core.
 
 No cluster is used: apiserver.py serves the API and runs pod exec in real Docker containers created by
-helm_stacks.py. Needs the Docker engine and the akbt.local images (tests/testbed/images.sh).
+helm_stacks.py, on the test bed images (the session fixture ``images`` of conftest.py builds them).
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "tests", "testbed", "k8s"))
 
 import helm_stacks  # noqa: E402
-
-kubernetes = pytest.importorskip("kubernetes")
 from kubernetes import client as k8s_client  # noqa: E402
 from kubernetes import config as k8s_config  # noqa: E402
 from kubernetes.dynamic import DynamicClient  # noqa: E402
@@ -32,27 +30,15 @@ from kubernetes.stream import stream  # noqa: E402
 import websocket  # noqa: E402
 from websocket import ABNF  # noqa: E402
 
-NS = "k8sapitest"
+from testbed import ansible_run  # noqa: E402
+
+NS = "k8sapitest" + os.environ.get("AKBT_PROJECT_SUFFIX", "")  # a session's own namespace and containers
 RELEASE = "authentik"
 PG_POD = "authentik-postgresql-0"
-SITE = os.path.dirname(os.path.dirname(k8s_client.__file__))
-COLLECTIONS = os.environ.get("AKBT_COLLECTIONS_PATH", os.path.join(SITE, "ansible_collections"))
-
-
-def _docker_ready():
-    try:
-        p = subprocess.run(["docker", "image", "inspect", "akbt.local/postgres:15",
-                            "akbt.local/goauthentik/server:2026.2.2"], capture_output=True, check=False)
-        return p.returncode == 0
-    except OSError:
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _docker_ready(), reason="needs Docker and the akbt.local images (images.sh)")
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster(tmp_path_factory, images):  # pylint: disable=unused-argument
     work = tmp_path_factory.mktemp("k8sapi")
     state_path = str(work / "state.json")
     helm_stacks.up("current", RELEASE, NS, state_path)
@@ -90,19 +76,11 @@ def admin(cluster, method, path, body=None):
 
 
 def ansible(cluster, module, **args):
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.dirname(COLLECTIONS) + ":" + COLLECTIONS,
-               ANSIBLE_PYTHON_INTERPRETER=sys.executable, ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
-               ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
-               ANSIBLE_HOME=os.path.join(cluster["work"], "ansible-home"))
+    """Run a kubernetes.core module on localhost against the test API server; returns its result."""
     args.setdefault("kubeconfig", cluster["kubeconfig"])
-    exe = os.path.join(os.path.dirname(sys.executable), "ansible")
-    p = subprocess.run([exe, "localhost", "-m", module, "-a", json.dumps(args)], env=env,
-                       capture_output=True, text=True, check=False, timeout=180)
-    try:
-        out = json.loads(p.stdout)
-    except ValueError:
-        raise AssertionError("ansible output not JSON: %s\n%s" % (p.stdout, p.stderr))
-    return out["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    result, _run = ansible_run.run_module(module, home=os.path.join(cluster["work"], "ansible-home"), timeout=180,
+                                          **args)
+    return result
 
 
 def exec_frames(v1, pod, command, container=None, ns=NS):

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import stat
-import subprocess
 import sys
 import tarfile
 
@@ -22,15 +21,13 @@ import yaml
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-pytest.register_assert_rewrite("conftest_k8s")
-from conftest_k8s import REPO, VENV_PYTHON, ansible_env  # noqa: E402  pylint: disable=wrong-import-position
-
 pytest_plugins = ["conftest_k8s"]
 
-from testbed import proof  # noqa: E402
+from testbed import ansible_run, proof  # noqa: E402  pylint: disable=wrong-import-position
 from testbed._docker import docker  # noqa: E402
 
-PLAYBOOK = os.path.join(REPO, "playbooks", "backup.yml")
+PLAYBOOK = ansible_run.REPO / "playbooks" / "backup.yml"
+VENV_PYTHON = sys.executable
 
 
 @pytest.fixture(scope="module")
@@ -42,20 +39,16 @@ def inventory(tmp_path_factory):
 
 
 def playbook(k8s, inventory, dest, *extra, namespace=None, release=None, check=False, verbose=False):
+    """playbooks/backup.yml on Kubernetes with ansible's default (text) output; ``extra`` are more extra vars."""
     extra_vars = {"authentik_backup_platform": "kubernetes", "authentik_backup_dest": str(dest),
                   "authentik_backup_k8s_auth": {"kubeconfig": k8s.kubeconfig}}
     if namespace is not None:
         extra_vars["authentik_backup_namespace"] = namespace
     if release is not None:
         extra_vars["authentik_backup_release"] = release
-    cmd = [os.path.join(os.path.dirname(VENV_PYTHON), "ansible-playbook"), "-i", inventory, PLAYBOOK,
-           "-e", json.dumps(extra_vars), *extra]
-    if check:
-        cmd.append("--check")
-    if verbose:
-        cmd.append("-vvv")
-    return subprocess.run(cmd, env=ansible_env(k8s.work), capture_output=True, text=True, check=False,
-                          timeout=600, cwd=REPO)
+    return ansible_run.run_playbook(inventory, PLAYBOOK, extra_vars, *extra, check=check, verbose=verbose,
+                                    callback=ansible_run.TEXT, home=os.path.join(k8s.work, "ansible-home"),
+                                    timeout=600)
 
 
 def secret_values(k8s, stack):
@@ -181,7 +174,7 @@ def test_bad_input_fails_before_any_set_directory(k8s, inventory, tmp_path):
     assert not dest.exists()
 
     # a failing part: the incomplete set is removed and latest is not created
-    run = playbook(k8s, inventory, dest, "-e", "authentik_backup_postgres_user=akbt_no_such_role",
+    run = playbook(k8s, inventory, dest, "authentik_backup_postgres_user=akbt_no_such_role",
                    namespace=spec["namespace"], release=spec["release"])
     assert run.returncode != 0
     assert "failed in part postgres" in run.stdout and "was removed" in run.stdout

@@ -24,7 +24,6 @@ from conftest_k8s import REPO, run_module  # noqa: E402  pylint: disable=wrong-i
 pytest_plugins = ["conftest_k8s"]
 
 sys.path.insert(0, os.path.join(REPO, ".collections"))
-kubernetes = pytest.importorskip("kubernetes")
 
 from kubernetes import client as k8s_client  # noqa: E402
 from kubernetes import config as k8s_config  # noqa: E402

@@ -20,32 +20,23 @@ import sys
 import time
 from pathlib import Path
 
+import boto3
 import pytest
 
-from testbed import paths
-from testbed.ansible_run import ansible_env as shared_ansible_env, results_of
-from testbed.ansible_run import run_module as shared_run_module
-
-boto3 = pytest.importorskip("boto3")
-pytest.importorskip("moto")
+from testbed import ansible_run, paths
+from testbed.ansible_run import results_of
 
 REPO = paths.REPO_ROOT
 VENV_BIN = Path(sys.executable).parent
 BUCKET = "akbt-en-bucket"
 CREDENTIALS = {"access_key": "akbt-en-access", "secret_key": "akbt-en-secret-key-never-logged"}
-
-
-def ansible_env():
-    """The shared ansible environment without the caller's AWS settings: credentials come from the test only."""
-    env = shared_ansible_env()
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL",
-                 "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
-        env.pop(name, None)
-    return env
+# the caller's AWS settings are left out of every ansible run: credentials come from the test only
+AWS_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL",
+           "AWS_ENDPOINT_URL_S3", "AWS_PROFILE")
 
 
 def run_module(module, check_mode=False, **args):
-    return shared_run_module(module, check_mode=check_mode, env=ansible_env(), **args)
+    return ansible_run.run_module(module, check_mode=check_mode, unset=AWS_ENV, **args)
 
 
 def sha256(path):
@@ -110,10 +101,8 @@ def role_run(stack_current, s3, tmp_path_factory):
              "authentik_backup_fetch_dest": str(controller), "authentik_backup_copy_to_host": "akbt-en-peer",
              "authentik_backup_copy_to_path": str(peer),
              "authentik_backup_s3": dict(s3_args(endpoint), prefix="role/")}
-    proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", str(inventory),
-                           str(REPO / "playbooks" / "backup.yml"), "-e", json.dumps(extra)],
-                          cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=300, check=False)
-    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
+    proc = ansible_run.run_playbook(inventory, REPO / "playbooks" / "backup.yml", extra, unset=AWS_ENV)
+    assert proc.rc == 0, proc.explain()
     set_dir = Path(os.path.realpath(dest / "latest"))
     manifest = json.loads((set_dir / "manifest.json").read_text())
     return dict(proc=proc, set_dir=set_dir, manifest=manifest, controller=controller / "localhost" / set_dir.name,

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed import paths
+from testbed import ansible_run, paths
 
 REPO = paths.REPO_ROOT
 PLAYBOOK = REPO / "playbooks" / "backup.yml"
@@ -35,57 +35,7 @@ PG_ONLY = '{"authentik_backup_components": ["postgres"]}'
 
 # --- running playbooks ---------------------------------------------------------------------------------------------
 
-class Run:
-    """One ansible-playbook run, parsed from the json callback."""
-
-    def __init__(self, proc):
-        self.proc = proc
-        self.rc = proc.returncode
-        try:
-            self.data = json.loads(proc.stdout[proc.stdout.index("{"):])
-        except ValueError:
-            self.data = {"plays": [], "stats": {}}
-
-    def results(self, host=None):
-        for play in self.data.get("plays", []):
-            for task in play.get("tasks", []):
-                for name, result in task.get("hosts", {}).items():
-                    if host is None or name == host:
-                        yield task["task"]["name"], result
-
-    def result(self, name, host=None):
-        found = [r for n, r in self.results(host) if n == name or n.endswith(f" : {name}")]
-        return found[-1] if found else None
-
-    def failure(self, host=None):
-        msgs = [r.get("msg", "") for _n, r in self.results(host) if r.get("failed") and not r.get("skipped")]
-        return msgs[-1] if msgs else None
-
-    def fact(self, name, host=None):
-        for _n, result in reversed(list(self.results(host))):
-            if name in result.get("ansible_facts", {}):
-                return result["ansible_facts"][name]
-        return None
-
-    def report(self, host=None):
-        return self.fact("authentik_backup_report", host)
-
-    def explain(self):
-        return f"rc={self.rc}\nstdout (tail):\n{self.proc.stdout[-8000:]}\nstderr:\n{self.proc.stderr[-3000:]}"
-
-
-def _env():
-    env = dict(os.environ)
-    env.update({
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_COLLECTIONS_PATH": f"{REPO / '.collections'}:{VENV_PYTHON.parent.parent}/lib/"
-                                    f"python{sys.version_info[0]}.{sys.version_info[1]}/site-packages",
-        "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json",
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_LOCALHOST_WARNING": "0",
-        "PATH": f"{VENV_PYTHON.parent}:{env.get('PATH', '')}",
-    })
-    return env
+REPORT = "authentik_backup_report"
 
 
 @pytest.fixture(scope="module")
@@ -100,25 +50,19 @@ def inventory(tmp_path_factory):
     return path
 
 
-def _argv(inventory, dest, project, extra, check):
-    argv = [str(VENV_PYTHON.parent / "ansible-playbook"), "-i", str(inventory), str(PLAYBOOK)]
-    if dest is not None:
-        argv += ["-e", f"authentik_backup_dest={dest}"]
+def _extra(dest, project, extra):
+    """The extra vars of a backup run: dest and project (when given), then the test's own, in order."""
+    head = [f"authentik_backup_dest={dest}"] if dest is not None else []
     if project:
-        argv += ["-e", f"authentik_backup_compose_project={project}"]
-    for item in extra:
-        argv += ["-e", item]
-    if check:
-        argv.append("--check")
-    return argv
+        head.append(f"authentik_backup_compose_project={project}")
+    return [*head, *extra]
 
 
 @pytest.fixture(scope="module")
 def run_backup(inventory):
     def run(dest, project, *extra, check=False, timeout=300, inv=None):
-        proc = subprocess.run(_argv(inv or inventory, dest, project, extra, check), cwd=REPO, env=_env(),
-                              capture_output=True, text=True, timeout=timeout, check=False)
-        return Run(proc)
+        return ansible_run.run_playbook(inv or inventory, PLAYBOOK, *_extra(dest, project, extra), check=check,
+                                        timeout=timeout)
 
     return run
 
@@ -127,14 +71,7 @@ def run_backup(inventory):
 def start_backup(inventory):
     """Start a run in the background; returns a function that waits for it and returns its Run."""
     def start(dest, project, *extra):
-        proc = subprocess.Popen(_argv(inventory, dest, project, extra, False), cwd=REPO, env=_env(),  # noqa: S603
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-        def wait(timeout=300):
-            out, err = proc.communicate(timeout=timeout)
-            return Run(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
-
-        return wait
+        return ansible_run.start_playbook(inventory, PLAYBOOK, *_extra(dest, project, extra))
 
     return start
 
@@ -219,16 +156,16 @@ def test_retention_across_a_series_of_runs(stack_current, run_backup, tmp_path):
     # 1: old1, old2, A -> keep 2: old1 goes; the stale incomplete set is reported, not touched
     run_a = run_backup(dest, project, PG_ONLY, keep2)
     assert run_a.rc == 0, run_a.explain()
-    set_a = run_a.report()["set"]
-    assert run_a.report()["retention"]["removed"] == [old1]
+    set_a = run_a.fact(REPORT)["set"]
+    assert run_a.fact(REPORT)["retention"]["removed"] == [old1]
     assert complete_sets(dest) == [old2, set_a] and latest_of(dest) == set_a
-    assert any(stale in w for w in run_a.report()["warnings"]), run_a.report()["warnings"]
+    assert any(stale in w for w in run_a.fact(REPORT)["warnings"]), run_a.fact(REPORT)["warnings"]
     assert (dest / stale).is_dir()
 
     # 2: old2, A, B -> old2 goes
     run_b = run_backup(dest, project, PG_ONLY, keep2)
     assert run_b.rc == 0, run_b.explain()
-    set_b = run_b.report()["set"]
+    set_b = run_b.fact(REPORT)["set"]
     assert complete_sets(dest) == [set_a, set_b] and latest_of(dest) == set_b
 
     # 3: a failed run (after its set was created): no pruning, the set is removed, latest stays, failure reported
@@ -251,15 +188,15 @@ def test_retention_across_a_series_of_runs(stack_current, run_backup, tmp_path):
     # 5: keep_last=1 or keep_days=1: every real set is younger than a day, nothing goes
     run_d = run_backup(dest, project, PG_ONLY, "authentik_backup_keep_last=1", "authentik_backup_keep_days=1")
     assert run_d.rc == 0, run_d.explain()
-    set_d = run_d.report()["set"]
-    assert run_d.report()["retention"]["removed"] == []
+    set_d = run_d.fact(REPORT)["set"]
+    assert run_d.fact(REPORT)["retention"]["removed"] == []
     assert complete_sets(dest) == [set_a, set_b, set_d]
 
     # 6: keep_last=1 alone: only the newest stays; latest follows it; foreign and incomplete sets untouched
     run_e = run_backup(dest, project, PG_ONLY, "authentik_backup_keep_last=1")
     assert run_e.rc == 0, run_e.explain()
-    set_e = run_e.report()["set"]
-    assert run_e.report()["retention"]["removed"] == [set_a, set_b, set_d]
+    set_e = run_e.fact(REPORT)["set"]
+    assert run_e.fact(REPORT)["retention"]["removed"] == [set_a, set_b, set_d]
     assert complete_sets(dest) == [set_e] and latest_of(dest) == set_e
     assert sets_of(dest) == [stale, set_e]
     for name in foreign:
@@ -276,11 +213,11 @@ def test_two_concurrent_runs_make_two_complete_sets(stack_current, start_backup,
     runs = [wait() for wait in waits]
     for run in runs:
         assert run.rc == 0, run.explain()
-    names = sorted(run.report()["set"] for run in runs)
+    names = sorted(run.fact(REPORT)["set"] for run in runs)
     assert complete_sets(dest) == names and len(set(names)) == 2
     assert_sound(dest)
     # one of them waited for the other's lock
-    assert max(run.report()["lock"]["waited"] for run in runs) > 0
+    assert max(run.fact(REPORT)["lock"]["waited"] for run in runs) > 0
 
 
 def test_concurrent_run_without_waiting_fails_clearly_or_both_complete(stack_current, start_backup, tmp_path):
@@ -326,10 +263,10 @@ def test_stale_lock_of_a_dead_process_is_taken_over(stack_current, run_backup, t
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "purpose": "backup"}))
     run = run_backup(dest, stack_current.project, PG_ONLY, "authentik_backup_lock_timeout=0")
     assert run.rc == 0, run.explain()
-    took_over = run.report()["lock"]["took_over"]
+    took_over = run.fact(REPORT)["lock"]["took_over"]
     assert took_over["run_id"] == "akbtopdead" and took_over["pid"] == pid
     assert f"process {pid} on {socket.gethostname()} is gone" in took_over["reason"]
-    assert any("took over the lock" in w for w in run.report()["warnings"])
+    assert any("took over the lock" in w for w in run.fact(REPORT)["warnings"])
     assert_sound(dest)
     assert len(complete_sets(dest)) == 1
 
@@ -352,7 +289,7 @@ def test_report_matches_the_manifest(stack_current, run_backup, tmp_path):
     assert stat.S_IMODE(report_path.stat().st_mode) == 0o600
     report = json.loads(report_path.read_text())
     manifest = json.loads((set_dir / "manifest.json").read_text())
-    assert report == run.report()
+    assert report == run.fact(REPORT)
     assert report["status"] == "success" and report["host"] == "localhost"
     assert report["set"] == manifest["set"] == set_dir.name and report["path"] == str(set_dir)
     assert report["manifest"]["sha256"] == sha256(set_dir / "manifest.json")
@@ -370,13 +307,9 @@ def test_report_matches_the_manifest(stack_current, run_backup, tmp_path):
     assert report["lock"]["run_id"] and report["lock"]["waited"] == 0
     assert not (dest / ".lock").exists()
     # the verify module accepts the set with its report
-    verify = subprocess.run(
-        [str(VENV_PYTHON.parent / "ansible"), "localhost", "-i", "localhost,", "-c", "local",
-         "-e", f"ansible_python_interpreter={VENV_PYTHON}", "-m", "authentik_ops.backup.backup_verify",
-         "-a", f"path={set_dir}"], cwd=REPO, env=_env() | {"ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.minimal"},
-        capture_output=True, text=True, check=False)
-    assert verify.returncode == 0, verify.stdout + verify.stderr
-    assert "report.json" not in verify.stdout
+    verify, verify_run = ansible_run.run_module("backup_verify", path=str(set_dir))
+    assert verify_run.rc == 0 and not verify.get("failed"), verify_run.explain()
+    assert "report.json" not in verify_run.stdout
     summary = run.result("Report of the run")["msg"]
     assert any(line.startswith(f"Report {report_path}: ") for line in summary), summary
 
@@ -422,7 +355,7 @@ def test_webhook_is_called_on_success_and_on_failure(stack_current, run_backup, 
     assert len(calls) == 1 and calls[0]["path"] == f"/ping/{token}" and calls[0]["auth"] == token
     body = calls[0]["body"]
     assert body["status"] == "success" and body["set"] == latest_of(dest) and body["host"] == "localhost"
-    assert body["size"] == ok.report()["totals"]["size"] and "OK" in body["text"]
+    assert body["size"] == ok.fact(REPORT)["totals"]["size"] and "OK" in body["text"]
 
     bad = run_backup(dest, stack_current.project, PG_ONLY, *hook, "authentik_backup_postgres_user=akbt_no_such_role")
     assert bad.rc != 0, bad.explain()
@@ -468,8 +401,8 @@ def test_one_failed_host_does_not_hide_the_other(stack_current, stack_legacy, ru
     assert stats["akbt-op-good"]["failures"] == 0 and stats["akbt-op-bad"]["failures"] == 1, stats
     # the good host completed its set, with its own report
     assert len(complete_sets(good)) == 1 and latest_of(good) == complete_sets(good)[0]
-    assert run.report("akbt-op-good")["status"] == "success"
-    assert run.report("akbt-op-good")["source"]["compose_project"] == stack_current.project
+    assert run.fact(REPORT, "akbt-op-good")["status"] == "success"
+    assert run.fact(REPORT, "akbt-op-good")["source"]["compose_project"] == stack_current.project
     assert_sound(good)
     # the bad host failed on its own, in its own destination
     assert sets_of(bad) == []

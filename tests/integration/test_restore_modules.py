@@ -3,15 +3,14 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """postgres_restore, redis_restore, path_restore and backup_verify against real containers.
 
-The containers (akbt-rst-it-*, no network) are created here and removed at the end. Every module runs through
-real ansible-core (`ansible localhost -m ...`), with its JSON result parsed.
-Needs the Docker engine and the akbt.local images (tests/testbed/images.sh).
+The containers (akbt-rst-it<AKBT_PROJECT_SUFFIX>-*, no network) are created here and removed at the end. Every
+module runs through real ansible-core (`ansible localhost -m ...`, tests/testbed/ansible_run.py), with its JSON result
+parsed. The Docker engine and the test bed images come from the session fixtures (tests/integration/conftest.py).
 """
 
 from __future__ import annotations
 
 import io
-import json
 import os
 import shutil
 import subprocess
@@ -21,24 +20,14 @@ import time
 
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
-VENV_BIN = os.path.dirname(sys.executable)
-PREFIX = "akbt-rst-it-"
-PG_IMAGE = "akbt.local/postgres:15"
-REDIS_IMAGE = "akbt.local/redis:7"
+from testbed import ansible_run, paths
+
+REPO = str(paths.REPO_ROOT)
+# AKBT_PROJECT_SUFFIX gives a session its own containers, as for the test bed stacks
+PREFIX = f"akbt-rst-it{paths.PROJECT_SUFFIX}-"
+PG_IMAGE = paths.IMAGE_POSTGRES
+REDIS_IMAGE = paths.IMAGE_REDIS
 PG, REDIS, FILES, VOLUME = PREFIX + "pg", PREFIX + "redis", PREFIX + "files", PREFIX + "vol"
-
-
-def _docker_ready():
-    try:
-        return subprocess.run(["docker", "image", "inspect", PG_IMAGE, REDIS_IMAGE], capture_output=True,
-                              check=False).returncode == 0
-    except OSError:
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _docker_ready(), reason="needs Docker and the akbt.local images (images.sh)")
 
 
 def docker(*args, check=True, stdin=None):
@@ -58,21 +47,9 @@ def psql(sql, db="authentik"):
 
 
 def run_module(module, check_mode=False, **args):
-    env = dict(os.environ)
-    env.update(ANSIBLE_COLLECTIONS_PATH=f"{REPO}/.collections:{os.path.dirname(os.path.dirname(os.__file__))}"
-               f"/site-packages", ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="json",
-               ANSIBLE_DEPRECATION_WARNINGS="0", ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_INVENTORY_UNPARSED_WARNING="0")
-    argv = [os.path.join(VENV_BIN, "ansible"), "localhost", "-m", f"authentik_ops.backup.{module}",
-            "-a", json.dumps(args), "-e", f"ansible_python_interpreter={sys.executable}"]
-    if check_mode:
-        argv.append("--check")
-    proc = subprocess.run(argv, capture_output=True, env=env, check=False, cwd=REPO)
-    out = proc.stdout.decode()
-    try:
-        data = json.loads(out[out.index("{"):])
-    except ValueError as exc:
-        raise AssertionError(f"no JSON from ansible: {out}\n{proc.stderr.decode()}") from exc
-    return data["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    """The result of one module run through the shared runner (testbed.ansible_run)."""
+    result, _run = ansible_run.run_module(module, check_mode=check_mode, **args)
+    return result
 
 
 def wait_pg():
@@ -85,7 +62,7 @@ def wait_pg():
 
 
 @pytest.fixture(scope="module")
-def containers():
+def containers(images):  # pylint: disable=unused-argument
     for name in (PG, REDIS, FILES):
         docker("rm", "-f", "-v", name, check=False)
     docker("volume", "rm", "-f", VOLUME, check=False)
@@ -300,12 +277,8 @@ def test_path_archive_restore_round_trip(containers, tmp_path):
 def _playbook(tmp_path, body):
     path = tmp_path / "play.yml"
     path.write_text(body)
-    env = dict(os.environ)
-    env.update(ANSIBLE_COLLECTIONS_PATH=f"{REPO}/.collections:{os.path.dirname(os.path.dirname(os.__file__))}"
-               "/site-packages", ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_INVENTORY_UNPARSED_WARNING="0")
-    proc = subprocess.run([os.path.join(VENV_BIN, "ansible-playbook"), str(path), "-e",
-                           f"ansible_python_interpreter={sys.executable}"], capture_output=True, env=env, check=False)
-    assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()
+    run = ansible_run.run_playbook(None, path)
+    assert run.rc == 0, run.explain()
 
 
 @pytest.fixture(scope="module")
@@ -408,12 +381,11 @@ def test_verify_detects_a_truncated_dump(backup_set, tmp_path):
 
 # --- Kubernetes: the test API server of tests/testbed/k8s (real client, real v4 exec WebSocket), NOT a cluster ---
 K8S_REDIS = PREFIX + "k8sredis"
-NS = "akbtrst"
+NS = f"akbtrst{paths.PROJECT_SUFFIX}"
 
 
 @pytest.fixture(scope="module")
 def k8s(containers, tmp_path_factory):
-    pytest.importorskip("kubernetes")
     sys.path.insert(0, os.path.join(REPO, "tests", "testbed", "k8s"))
     import helm_stacks  # noqa: PLC0415 - test bed helper, only for these cases
 

@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -29,12 +28,9 @@ import zstandard
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-pytest.register_assert_rewrite("conftest_k8s")
-from conftest_k8s import ansible_env  # noqa: E402  pylint: disable=wrong-import-position
-
 pytest_plugins = ["conftest_k8s"]
 
-from testbed import paths, proof  # noqa: E402  pylint: disable=wrong-import-position
+from testbed import ansible_run, paths, proof  # noqa: E402  pylint: disable=wrong-import-position
 from testbed._docker import docker  # noqa: E402  pylint: disable=wrong-import-position
 
 REPO = paths.REPO_ROOT
@@ -54,31 +50,14 @@ def inventory(tmp_path_factory):
     return str(path)
 
 
-class Run:
-    """One ansible-playbook run (default callback, text)."""
-
-    def __init__(self, proc):
-        self.proc = proc
-        self.rc = proc.returncode
-        self.out = proc.stdout
-
-    def explain(self):
-        return f"rc={self.rc}\nstdout (tail):\n{self.out[-8000:]}\nstderr:\n{self.proc.stderr[-3000:]}"
-
-
 @pytest.fixture(scope="module")
 def play(inventory, tmp_path_factory):
-    work = str(tmp_path_factory.mktemp("restore-ansible"))
+    """Run a playbook with ansible's default (text) output, as a user sees it."""
+    home = tmp_path_factory.mktemp("restore-ansible") / "ansible-home"
 
     def run(playbook, extra_vars, check=False, timeout=600):
-        env = ansible_env(work)
-        env["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
-        argv = [str(VENV_PYTHON.parent / "ansible-playbook"), "-i", inventory, str(playbook),
-                "-e", json.dumps(extra_vars)]
-        if check:
-            argv.append("--check")
-        return Run(subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
-                                  check=False))
+        return ansible_run.run_playbook(inventory, playbook, extra_vars, check=check, callback=ansible_run.TEXT,
+                                        home=home, timeout=timeout)
 
     return run
 
@@ -175,7 +154,7 @@ def test_docker_round_trip(docker_stack, play, tmp_path):
         before = {c: started_at(c) for c in (stack.containers["server"], stack.containers["worker"])}
         run = play(RESTORE, docker_vars(stack, dest, authentik_restore_components=components), check=True)
         assert run.rc == 0, run.explain()
-        out = one_line(run.out)
+        out = one_line(run.stdout)
         assert "Check mode: nothing is changed. The restore would do this:" in out
         assert f"stops: containers {stack.containers['server']}, {stack.containers['worker']}" in out
         assert f"restores postgres.sql.zst into the database {stack.pg_container}" in out
@@ -264,10 +243,10 @@ def test_refusals_change_nothing(stack_current, play, tmp_path):
             run = play(RESTORE, docker_vars(stack, dest, authentik_restore_from=str(set_dir),
                                             authentik_restore_confirm=confirm))
             assert run.rc != 0, run.explain()
-            out = one_line(run.out)
+            out = one_line(run.stdout)
             for text in expected + [NOT_CHANGED]:
                 assert text in out, f"{set_dir.name}: {text!r} not in the output\n{run.explain()}"
-            assert "Stop authentik's server and worker" not in run.out, set_dir.name
+            assert "Stop authentik's server and worker" not in run.stdout, set_dir.name
             assert {c: started_at(c) for c in watched} == before, f"{set_dir.name}: a container was restarted"
         assert docker_state(stack) == state
         assert stray.exists()
@@ -341,7 +320,7 @@ def test_k8s_round_trip(k8s, play, tmp_path, stack):
 
     run = play(RESTORE, k8s_vars(k8s, stack, dest), check=True)
     assert run.rc == 0, run.explain()
-    out = one_line(run.out)
+    out = one_line(run.stdout)
     assert "Check mode: nothing is changed." in out
     assert "stops: scales Deployment" in out and "to 0 replicas" in out
     assert "skips config: not in authentik_restore_components" in out
@@ -354,4 +333,4 @@ def test_k8s_round_trip(k8s, play, tmp_path, stack):
         running, _since = started_at(k8s.container(stack, component))
         assert running, f"{component} of {spec['release']} does not run after the restore"
     if stack == "legacy":
-        assert "Redis restarts: SHUTDOWN NOSAVE" in one_line(run.out)
+        assert "Redis restarts: SHUTDOWN NOSAVE" in one_line(run.stdout)

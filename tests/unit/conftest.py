@@ -8,6 +8,8 @@ collection), that tree is used. Otherwise the link made by `make collections-lin
 (.collections/ansible_collections/authentik_ops/backup -> the repo root) is put on sys.path. Either way the
 ``ansible_collections`` namespace package also spans the collections of the ansible package
 (community.docker, kubernetes.core) because none of the directories has an __init__.py (PEP 420).
+
+Skips are counted and, with CI=true, fail the run unless tests/skip-allowlist.txt names them (tests/skip_policy.py).
 """
 
 from __future__ import annotations
@@ -34,6 +36,14 @@ if not _link.is_dir() or _link.resolve() != REPO_ROOT:
     raise pytest.UsageError(f'{_link} does not lead to {REPO_ROOT}: run `make collections-link` first')
 if str(COLLECTIONS_ROOT) not in sys.path:
     sys.path.insert(0, str(COLLECTIONS_ROOT))
+if str(REPO_ROOT / 'tests') not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT / 'tests'))
+
+import skip_policy  # noqa: E402  pylint: disable=wrong-import-position
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    skip_policy.register(config)
 
 
 @pytest.fixture(scope='session')
