@@ -40,7 +40,8 @@ def test_compose_clis_are_the_real_ones(stack_current, stack_legacy):
     for service, entry in spec["services"].items():
         assert entry["network_mode"] == "none" and entry["pull_policy"] == "never", service
         assert set(entry) <= {"network_mode", "pull_policy", "image", "healthcheck", "command"}, service
-    assert not docker("network", "ls", "-q", "--filter", f"label=com.docker.compose.project={stack_current.project}").stdout.strip()
+    label = f"label=com.docker.compose.project={stack_current.project}"
+    assert not docker("network", "ls", "-q", "--filter", label).stdout.strip(), "Compose created a network"
 
 
 def test_alpine_stack_runs_the_names_of_authentiks_file(stack_alpine):

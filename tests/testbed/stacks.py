@@ -45,7 +45,17 @@ from pathlib import Path
 import yaml
 
 from . import paths, resp, sample_data
-from ._docker import DOCKER, DockerError, by_label, docker, exec_ok, inspect, remove_containers, remove_volumes, wait_for
+from ._docker import (
+    DOCKER,
+    DockerError,
+    by_label,
+    docker,
+    exec_ok,
+    inspect,
+    remove_containers,
+    remove_volumes,
+    wait_for,
+)
 
 COMPOSE_V1 = os.environ.get("AKBT_COMPOSE_V1", "docker-compose")
 FLAVOURS = ("debian", "alpine")
