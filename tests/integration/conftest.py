@@ -1,8 +1,9 @@
-"""Session fixtures of the integration tests: the Docker engine, the test bed images and two authentik-like stacks.
+"""Session fixtures of the integration tests: the Docker engine (and both Compose CLIs), the test bed images and the
+authentik-like Compose stacks.
 
 Environment knobs:
   AKBT_KEEP_STACKS=1   leave the stacks running after the session (for debugging)
-  AKBT_PROJECT_SUFFIX=x  use projects akbt-cur<x> / akbt_legacy<x> (several sessions on one machine)
+  AKBT_PROJECT_SUFFIX=x  use projects akbt-cur<x> / akbt_legacy<x> / akbt-alpine<x> (several sessions on one machine)
   AKBT_LOCK_WAIT=s     how long to wait for another session holding a project's lock (default 1800)
   AKBT_REUSE_STACKS=1  reuse stacks that are already up (state file present and all containers running) instead of
                        recreating them; reused stacks are not torn down
@@ -50,7 +51,8 @@ def engine():
 @pytest.fixture(scope="session")
 def images(engine):  # pylint: disable=redefined-outer-name,unused-argument
     subprocess.run(["bash", str(paths.IMAGES_SH)], check=True)
-    return list(paths.IMAGES)
+    subprocess.run(["bash", str(paths.IMAGES_VARIANTS_SH)], check=True)
+    return list(paths.IMAGES) + list(paths.IMAGES_VARIANTS)
 
 
 def _stack(spec):
@@ -61,7 +63,14 @@ def _stack(spec):
         if reuse:
             stack = stacks.load(project)
         else:
-            stack = stacks.up(project, layout=spec["layout"], naming=spec["naming"], pg_user=spec["pg_user"])
+            stack = stacks.up(
+                project,
+                layout=spec["layout"],
+                naming=spec["naming"],
+                pg_user=spec["pg_user"],
+                flavour=spec.get("flavour", "debian"),
+                postgres=spec.get("postgres", "15"),
+            )
         try:
             yield stack
         finally:
@@ -71,14 +80,22 @@ def _stack(spec):
 
 @pytest.fixture(scope="session")
 def stack_current(images):  # pylint: disable=redefined-outer-name,unused-argument
-    """authentik 2026.2 layout (postgresql, server, worker; /data), project akbt-cur, Compose v2 names."""
+    """authentik 2026.2 layout (postgresql, server, worker; /data), project akbt-cur, brought up by Compose v2."""
     yield from _stack(paths.STACK_CURRENT)
 
 
 @pytest.fixture(scope="session")
 def stack_legacy(images):  # pylint: disable=redefined-outer-name,unused-argument
-    """authentik 2025.2 layout (adds redis; /media), project akbt_legacy, Compose v1 names, PG_USER=ak_admin."""
+    """authentik 2025.2 layout (adds redis; /media), project akbt_legacy, brought up by Compose v1 (1.29),
+    PG_USER=ak_admin."""
     yield from _stack(paths.STACK_LEGACY)
+
+
+@pytest.fixture(scope="session")
+def stack_alpine(images):  # pylint: disable=redefined-outer-name,unused-argument
+    """authentik 2025.2 layout run as authentik's file says (Compose v2, the images it names): busybox userland,
+    PostgreSQL as uid 70, Redis as uid 999; project akbt-alpine."""
+    yield from _stack(paths.STACK_ALPINE)
 
 
 @pytest.fixture(scope="session", autouse=True)

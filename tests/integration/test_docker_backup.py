@@ -26,7 +26,7 @@ from testbed._docker import docker
 REPO = paths.REPO_ROOT
 PLAYBOOK = REPO / "playbooks" / "backup.yml"
 VENV_PYTHON = Path(sys.executable)
-STACK_FIXTURES = ["stack_current", "stack_legacy"]
+STACK_FIXTURES = ["stack_current", "stack_legacy", "stack_alpine"]
 
 
 # --- running the playbook ---------------------------------------------------------------------------------------
@@ -152,7 +152,7 @@ def test_backup_set_is_complete(stack, first_backup):
     source = manifest["source"]
     assert source["compose_project"] == stack.project
     assert source["working_dir"] == stack.workdir
-    assert source["config_files"] == [stack.compose_file]
+    assert source["config_files"] == stack.compose_files  # authentik's file and the override
     assert {svc: c["name"] for svc, c in source["containers"].items()} == stack.containers
     assert {svc: c["image"] for svc, c in source["containers"].items()} == stack.images
     skipped = {s["part"] for s in manifest["skipped"]}
@@ -210,8 +210,7 @@ def test_config_archive_holds_env_and_compose_file(stack, first_backup):
             zstandard.ZstdDecompressor().stream_reader(raw) as stream, \
             tarfile.open(fileobj=stream, mode="r|") as tar:
         contents = {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}
-    assert contents == {stack.env_file.lstrip("/"): Path(stack.env_file).read_bytes(),
-                        stack.compose_file.lstrip("/"): Path(stack.compose_file).read_bytes()}
+    assert contents == {path.lstrip("/"): Path(path).read_bytes() for path in [stack.env_file] + stack.compose_files}
     assert b"AUTHENTIK_SECRET_KEY=" in contents[stack.env_file.lstrip("/")]
 
 

@@ -3,7 +3,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """playbooks/restore.yml (role authentik_ops.backup.restore) round trips on both platforms and both layouts.
 
-Per deployment (Docker Compose current + legacy, Helm-like current + legacy behind the test API server): back up
+Per deployment (Docker Compose current + legacy + legacy on the busybox images, Helm-like current + legacy behind
+the test API server): back up
 with playbooks/backup.yml, damage the deployment (drop the authentik database, drop a table, delete, alter and add
 files in the mounted directories, flush Redis), check mode (prints the plan, changes nothing), restore with
 ``-e authentik_restore_confirm=true``, and prove the data equals the original: per-table row checksums, file trees,
@@ -128,7 +129,7 @@ def damage_docker(stack):
         docker("exec", stack.redis_container, "redis-cli", "FLUSHALL")
 
 
-@pytest.fixture(scope="module", params=["stack_current", "stack_legacy"])
+@pytest.fixture(scope="module", params=["stack_current", "stack_legacy", "stack_alpine"])
 def docker_stack(request):
     return request.getfixturevalue(request.param)
 

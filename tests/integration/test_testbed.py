@@ -48,10 +48,10 @@ def test_images_carry_labels(images):
         assert labels["org.opencontainers.image.source"] == "https://github.com/goauthentik/authentik"
 
 
-@pytest.mark.parametrize("which", ["stack_current", "stack_legacy"])
+@pytest.mark.parametrize("which", ["stack_current", "stack_legacy", "stack_alpine"])
 def test_compose_labels_names_and_network(request, which):
     stack = request.getfixturevalue(which)
-    expected_services = {"postgresql", "server", "worker"} | ({"redis"} if which == "stack_legacy" else set())
+    expected_services = {"postgresql", "server", "worker"} | ({"redis"} if stack.layout == "legacy" else set())
     assert set(stack.containers) == expected_services
     sep = "-" if stack.naming == "v2" else "_"
     for service, name in stack.containers.items():
@@ -67,10 +67,14 @@ def test_compose_labels_names_and_network(request, which):
         assert labels["com.docker.compose.oneoff"] == "False"
         assert labels["com.docker.compose.container-number"] == "1"
         assert labels["com.docker.compose.project.working_dir"] == stack.workdir
-        assert os.path.isabs(labels["com.docker.compose.project.config_files"])
-        assert os.path.isfile(labels["com.docker.compose.project.config_files"])
+        # v2 records absolute paths, v1 the names it was given (relative to the working directory)
+        config_files = labels["com.docker.compose.project.config_files"].split(",")
+        assert all(os.path.isabs(f) == (stack.naming == "v2") for f in config_files), config_files
+        assert [os.path.join(stack.workdir, f) for f in config_files] == stack.compose_files
+        assert all(os.path.isfile(f) for f in stack.compose_files)
         int(labels["com.docker.compose.config-hash"], 16)
         assert labels["com.docker.compose.version"].startswith("2." if stack.naming == "v2" else "1.")
+        assert stack.compose_version.startswith(labels["com.docker.compose.version"])
     # what the collection finds by labels is exactly the stack
     found = (
         docker("ps", "--filter", f"label=com.docker.compose.project={stack.project}", "--format", "{{.Names}}")
@@ -80,6 +84,10 @@ def test_compose_labels_names_and_network(request, which):
     assert sorted(found) == sorted(stack.containers.values())
     config = os.path.basename(stack.compose_file)
     assert config == ("compose.yml" if stack.layout == "current" else "docker-compose.yml")
+    # authentik's own file, unchanged, and Compose's override beside it
+    source = paths.COMPOSE_FILES[stack.layout][0]
+    assert open(stack.compose_file, "rb").read() == (paths.COMPOSE_DIR / source).read_bytes()
+    assert stack.compose_files == [stack.compose_file, stack.compose_file.replace(".yml", ".override.yml")]
 
 
 def test_current_layout_mounts_env_and_versions(stack_current):

@@ -131,8 +131,9 @@ def _open_decompressed(path):
     return open(path, "rb"), None  # pylint: disable=consider-using-with
 
 
-def start_postgres(name=None, superuser=PROOF_SUPERUSER, password=None, timeout=90):
-    """Start a fresh akbt.local/postgres:15 container (no volume) and wait until it accepts connections."""
+def start_postgres(name=None, superuser=PROOF_SUPERUSER, password=None, timeout=90, image=paths.IMAGE_POSTGRES):
+    """Start a fresh PostgreSQL container of ``image`` (default akbt.local/postgres:15; no volume) and wait until
+    it accepts connections."""
     name = name or _proof_name("pg")
     password = password or uuid.uuid4().hex
     docker(
@@ -150,7 +151,7 @@ def start_postgres(name=None, superuser=PROOF_SUPERUSER, password=None, timeout=
         "POSTGRES_PASSWORD",
         "-e",
         "POSTGRES_DB",
-        paths.IMAGE_POSTGRES,
+        image,
         env={"POSTGRES_USER": superuser, "POSTGRES_PASSWORD": password, "POSTGRES_DB": "postgres"},
     )
 
@@ -168,11 +169,11 @@ def start_postgres(name=None, superuser=PROOF_SUPERUSER, password=None, timeout=
     return name
 
 
-def restore_dump_into_fresh(dump_path, name=None, timeout=600):
-    """Restore a ``pg_dumpall`` file (.sql, .sql.gz, .sql.zst) into a fresh PostgreSQL container whose superuser
-    (``akbt_proof``) does not appear in the dump. Returns the container name; compare with
+def restore_dump_into_fresh(dump_path, name=None, timeout=600, image=paths.IMAGE_POSTGRES):
+    """Restore a ``pg_dumpall`` file (.sql, .sql.gz, .sql.zst) into a fresh PostgreSQL container (``image``) whose
+    superuser (``akbt_proof``) does not appear in the dump. Returns the container name; compare with
     ``table_checksums(name, PROOF_SUPERUSER)``; remove with ``cleanup(name)``."""
-    name = start_postgres(name=name)
+    name = start_postgres(name=name, image=image)
     src, helper = _open_decompressed(dump_path)
     with tempfile.TemporaryFile() as errf, tempfile.TemporaryFile() as outf:
         proc = subprocess.Popen(  # pylint: disable=consider-using-with

@@ -69,7 +69,8 @@ def pipeline(container, commands, password=None, port=6379, check=True):
         payload.append(encode("AUTH", password))
     payload.extend(encode(*cmd) for cmd in commands)
     payload.append(encode("QUIT"))
-    proc = docker("exec", "-i", container, "nc", "127.0.0.1", str(port), input=b"".join(payload))
+    # netcat-openbsd by its own name: a busybox nc first in PATH (the Alpine-like images) stops reading early
+    proc = docker("exec", "-i", container, "nc.openbsd", "127.0.0.1", str(port), input=b"".join(payload))
     replies = parse_all(proc.stdout)
     if password is not None:
         auth = replies.pop(0)

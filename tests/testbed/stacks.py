@@ -1,11 +1,15 @@
-"""Authentik-like Compose stacks made of real containers, created the way Docker Compose would create them.
+"""authentik-like Compose stacks made of real containers, brought up by the real Compose CLIs.
 
-No compose binary is needed: containers are started with ``docker run --network none`` and carry the labels,
-names, volumes, bind mounts and environment Compose would give them.
+Each stack is authentik's own compose file (tests/testbed/compose/, copied into the stack's working directory) plus
+an override beside it (``compose.override.yml`` / ``docker-compose.override.yml``: ``network_mode: none``,
+``pull_policy: never``, the local images, quicker healthchecks), run with ``docker compose -f <file> -f <override>
+up -d`` (Compose v2, names ``<project>-<service>-1``) or ``docker-compose`` 1.29 (v1, ``<project>_<service>_1``)
+in that directory. tests/testbed/compose.sh installs both CLIs.
 
 CLI::
 
     python tests/testbed/stacks.py up   --layout current|legacy --project NAME --naming v1|v2 \\
+                                        [--flavour debian|alpine] [--postgres 15|17] \\
                                         [--workdir DIR] [--pg-user U] [--db-size-mb N]
     python tests/testbed/stacks.py data --project NAME [--db-size-mb N]      # reload the sample data
     python tests/testbed/stacks.py down --project NAME
@@ -29,19 +33,35 @@ import contextlib
 import fcntl
 import base64
 import dataclasses
-import hashlib
 import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-from . import paths, resp, sample_data
-from ._docker import DockerError, by_label, docker, exec_ok, inspect, remove_containers, remove_volumes, wait_for
+import yaml
 
-COMPOSE_VERSIONS = {"v1": "1.29.2", "v2": "2.29.7"}
+from . import paths, resp, sample_data
+from ._docker import (
+    DOCKER,
+    DockerError,
+    by_label,
+    docker,
+    exec_ok,
+    inspect,
+    remove_containers,
+    remove_volumes,
+    wait_for,
+)
+
+COMPOSE_V1 = os.environ.get("AKBT_COMPOSE_V1", "docker-compose")
+FLAVOURS = ("debian", "alpine")
+# the tag authentik's files default to (AUTHENTIK_TAG); the stacks run paths.AUTHENTIK_VERSIONS
+UPSTREAM_TAGS = {"current": "2026.2.0-rc1", "legacy": "2025.2.4"}
+HEALTHCHECK_INTERVAL = "3s"
 PROJECT_RE = re.compile(r"^akbt[a-z0-9_-]*$")
 
 
@@ -68,6 +88,9 @@ class Stack:  # pylint: disable=too-many-instance-attributes
     databases: list = dataclasses.field(default_factory=list)  # non-template databases except postgres
     redis_password: str | None = None
     db_size_mb: int = 0
+    compose_files: list = dataclasses.field(default_factory=list)  # every -f file, absolute (authentik's first)
+    compose_version: str = ""  # what the Compose CLI reported
+    flavour: str = "debian"  # debian (akbt.local images) | alpine (the upstream names: busybox images)
 
     @property
     def has_redis(self):
@@ -144,60 +167,6 @@ def _random_secret(nbytes):
     return base64.b64encode(os.urandom(nbytes)).decode().replace("/", "_").replace("+", "-")
 
 
-def _service_specs(layout, env):
-    """The services of authentik's compose file for ``layout``, as Compose would resolve them with ``env``."""
-    pg_user = env.get("PG_USER") or "authentik"
-    pg_db = env.get("PG_DB") or "authentik"
-    version = paths.AUTHENTIK_VERSIONS[layout]
-    ak_image = f"{paths.AUTHENTIK_IMAGE_REPO}:{version}"
-    ak_env = {
-        "AUTHENTIK_POSTGRESQL__HOST": "postgresql",
-        "AUTHENTIK_POSTGRESQL__NAME": pg_db,
-        "AUTHENTIK_POSTGRESQL__PASSWORD": env["PG_PASS"],
-        "AUTHENTIK_POSTGRESQL__USER": pg_user,
-        "AUTHENTIK_SECRET_KEY": env["AUTHENTIK_SECRET_KEY"],
-    }
-    app_dir = "./data:/data" if layout == "current" else "./media:/media"
-    services = {
-        "postgresql": {
-            "image": paths.IMAGE_POSTGRES,
-            "environment": {"POSTGRES_DB": pg_db, "POSTGRES_PASSWORD": env["PG_PASS"], "POSTGRES_USER": pg_user},
-            "volumes": ["database:/var/lib/postgresql/data"],
-            "healthcheck": ["pg_isready -d ${POSTGRES_DB} -U ${POSTGRES_USER}", "30s", "5s", "5", "20s"],
-        },
-    }
-    if layout == "legacy":
-        services["redis"] = {
-            "image": paths.IMAGE_REDIS,
-            "command": ["--save", "60", "1", "--loglevel", "warning"],
-            "volumes": ["redis:/data"],
-            "healthcheck": ["redis-cli ping | grep PONG", "30s", "3s", "5", "20s"],
-            "no_env_file": True,
-        }
-        ak_env["AUTHENTIK_REDIS__HOST"] = "redis"
-    services["server"] = {
-        "image": ak_image,
-        "command": ["server"],
-        "environment": dict(ak_env),
-        "volumes": [app_dir, "./custom-templates:/templates"],
-    }
-    services["worker"] = {
-        "image": ak_image,
-        "command": ["worker"],
-        "user": "root",
-        "environment": dict(ak_env),
-        "volumes": [
-            "/var/run/docker.sock:/var/run/docker.sock",
-            app_dir,
-            "./certs:/certs",
-            "./custom-templates:/templates",
-        ],
-    }
-    if layout == "legacy":
-        services["worker"]["ulimits"] = ["nofile=10240:10240"]
-    return services
-
-
 def _read_env_file(path):
     env = {}
     for line in Path(path).read_text(encoding="utf-8").splitlines():
@@ -209,11 +178,136 @@ def _read_env_file(path):
     return env
 
 
-def _image_id(image):
-    info = inspect("image", image)
-    if not info:
-        raise DockerError(f"image {image} is missing: run tests/testbed/images.sh")
-    return info["Id"]
+def compose_command(naming):
+    """The Compose CLI of a naming: v2 is ``docker compose`` (the CLI plugin), v1 is ``docker-compose`` 1.x."""
+    if naming == "v2":
+        return [DOCKER, "compose"]
+    if naming == "v1":
+        return [COMPOSE_V1]
+    raise ValueError(f"naming must be v1 or v2, not {naming!r}")
+
+
+def compose_version(naming):
+    """The version the Compose CLI of ``naming`` reports (``2.26.1``, ``1.29.2``); DockerError when it is missing."""
+    try:
+        proc = subprocess.run(
+            compose_command(naming) + ["version", "--short"], capture_output=True, check=False, timeout=60
+        )
+    except FileNotFoundError:
+        proc = None
+    version = proc.stdout.decode().strip().lstrip("v") if proc and proc.returncode == 0 else ""
+    if not version.startswith("2." if naming == "v2" else "1."):
+        raise DockerError(
+            f"Compose {naming} is missing ({' '.join(compose_command(naming))} version: {version or 'no answer'}): "
+            f"run tests/testbed/compose.sh as root"
+        )
+    return version
+
+
+def _images(layout, flavour, postgres):
+    """{service: image} the override sets; the services it leaves out run the image authentik's file names."""
+    version = paths.AUTHENTIK_VERSIONS[layout]
+    if flavour == "alpine":
+        images = {}
+        if UPSTREAM_TAGS[layout] != version:
+            images["server"] = images["worker"] = f"{paths.UPSTREAM_AUTHENTIK_REPO}:{version}"
+        return images
+    images = {
+        "postgresql": paths.POSTGRES_IMAGES[postgres],
+        "server": f"{paths.AUTHENTIK_IMAGE_REPO}:{version}",
+        "worker": f"{paths.AUTHENTIK_IMAGE_REPO}:{version}",
+    }
+    if layout == "legacy":
+        images["redis"] = paths.IMAGE_REDIS
+    return images
+
+
+def override(layout, flavour="debian", postgres="15", redis_password=None):
+    """The override Compose gets after authentik's own file: no network for any service (Compose would otherwise
+    create a bridge network), never pull, local images where the flavour says so, quicker healthchecks (the
+    files' 30 s interval would hold ``up`` for 30 s). The published ports stay: the engine ignores them with
+    ``network_mode: none``, and Compose v1 cannot reset them."""
+    services = ["postgresql"] + (["redis"] if layout == "legacy" else []) + ["server", "worker"]
+    images = _images(layout, flavour, postgres)
+    spec = {}
+    for service in services:
+        entry = {"network_mode": "none", "pull_policy": "never"}
+        if service in images:
+            entry["image"] = images[service]
+        if service in ("postgresql", "redis"):
+            entry["healthcheck"] = {"interval": HEALTHCHECK_INTERVAL}
+        spec[service] = entry
+    if redis_password and "redis" in spec:
+        spec["redis"]["command"] = ["--save", "60", "1", "--loglevel", "warning", "--requirepass", redis_password]
+    return {"services": spec}
+
+
+def _compose(stack, *args, timeout=600):
+    """Run the stack's Compose CLI in its working directory on its files (relative names, as a user would)."""
+    argv = compose_command(stack.naming) + ["-p", stack.project]
+    for path in stack.compose_files:
+        argv += ["-f", os.path.relpath(path, stack.workdir)]
+    argv += list(args)
+    proc = subprocess.run(argv, cwd=stack.workdir, capture_output=True, check=False, timeout=timeout)
+    if proc.returncode != 0:
+        out = (proc.stdout + proc.stderr).decode("utf-8", "replace").strip()
+        raise DockerError(f"{' '.join(argv[:2])} {' '.join(args)} failed ({proc.returncode}): {out[-3000:]}")
+    return proc
+
+
+def _write_private(path, text):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.chmod(path, 0o600)
+
+
+def _prepare_workdir(project, layout, workdir, pg_user, override_spec):
+    """The working directory as a user keeps it: authentik's compose file, the override, .env, the sample files.
+    Returns (workdir, compose_file, override_file, env_file, env)."""
+    wd = Path(workdir).resolve() if workdir else default_workdir(project)
+    if wd.exists() and any(wd.iterdir()):
+        raise FileExistsError(f"working directory {wd} exists and is not empty")
+    wd.mkdir(parents=True, exist_ok=True)
+    src_name, dst_name = paths.COMPOSE_FILES[layout]
+    compose_file = wd / dst_name
+    shutil.copyfile(paths.COMPOSE_DIR / src_name, compose_file)
+    override_file = wd / dst_name.replace(".yml", ".override.yml")
+    override_file.write_text(
+        "# akbt test bed: what running authentik's compose file offline needs (tests/testbed/stacks.py)\n"
+        + yaml.safe_dump(override_spec, sort_keys=False),
+        encoding="utf-8",
+    )
+    env = {"PG_PASS": _random_secret(27), "AUTHENTIK_SECRET_KEY": _random_secret(60)}
+    if pg_user:
+        env["PG_USER"] = pg_user
+    env_file = wd / ".env"
+    _write_private(env_file, "".join(f"{key}={value}\n" for key, value in env.items()))
+    sample_data.write_files(wd, layout)
+    return wd, compose_file, override_file, env_file, _read_env_file(env_file)
+
+
+def _discover(stack):
+    """Fill containers, volumes, images and mounts of ``stack`` from what Compose created (by its labels)."""
+    label = f"com.docker.compose.project={stack.project}"
+    stack.containers, stack.images, stack.mounts = {}, {}, {}
+    for name in by_label("container", label):
+        info = inspect("container", name)
+        labels = info["Config"]["Labels"] or {}
+        if labels.get("com.docker.compose.oneoff") == "True":
+            continue
+        service = labels["com.docker.compose.service"]
+        stack.containers[service] = name
+        stack.images[service] = info["Config"]["Image"]
+        stack.mounts[service] = {
+            m["Destination"]: m["Source"] if m["Type"] == "bind" else m["Name"] for m in info["Mounts"]
+        }
+    stack.volumes = {}
+    for name in by_label("volume", label):
+        labels = (inspect("volume", name) or {}).get("Labels") or {}
+        stack.volumes[labels.get("com.docker.compose.volume", name)] = name
+    order = ["postgresql", "redis", "server", "worker"]
+    stack.containers = dict(sorted(stack.containers.items(), key=lambda kv: order.index(kv[0])))
 
 
 def up(
@@ -226,40 +320,26 @@ def up(
     redis_password=None,
     load_data=True,
     log=print,
+    flavour="debian",
+    postgres="15",
 ):
-    """Create the stack (removing an earlier one of the same project first), wait for it, load the sample data.
-    Returns the Stack."""
+    """Bring the stack up with the real Compose CLI of ``naming`` on authentik's compose file of ``layout`` and an
+    override (removing an earlier stack of the same project first), wait for it, load the sample data.
+    ``flavour`` debian runs the akbt.local images (PostgreSQL ``postgres``: 15 or 17); alpine runs the names
+    authentik's file uses, which are the busybox images of the test bed. Returns the Stack."""
     check_project(project)
     if layout not in paths.COMPOSE_FILES:
         raise ValueError(f"layout must be one of {sorted(paths.COMPOSE_FILES)}")
-    container_name(project, "x", naming)  # validates naming
+    if flavour not in FLAVOURS:
+        raise ValueError(f"flavour must be one of {FLAVOURS}, not {flavour!r}")
+    if postgres not in paths.POSTGRES_IMAGES or (flavour == "alpine" and postgres != "15"):
+        raise ValueError(f"postgres must be one of {sorted(paths.POSTGRES_IMAGES)} (15 with the alpine flavour)")
+    version = compose_version(naming)
     started = time.monotonic()
     down(project, log=lambda *a: None)
 
-    wd = Path(workdir).resolve() if workdir else default_workdir(project)
-    if wd.exists() and any(wd.iterdir()):
-        raise FileExistsError(f"working directory {wd} exists and is not empty")
-    wd.mkdir(parents=True, exist_ok=True)
-    src_name, dst_name = paths.COMPOSE_FILES[layout]
-    compose_file = wd / dst_name
-    shutil.copyfile(paths.COMPOSE_DIR / src_name, compose_file)
-
-    env = {"PG_PASS": _random_secret(27), "AUTHENTIK_SECRET_KEY": _random_secret(60)}
-    if pg_user:
-        env["PG_USER"] = pg_user
-    env_file = wd / ".env"
-    fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        for key, value in env.items():
-            fh.write(f"{key}={value}\n")
-    os.chmod(env_file, 0o600)
-    env = _read_env_file(env_file)  # as compose reads it
-
-    sample_data.write_files(wd, layout)
-
-    services = _service_specs(layout, env)
-    if redis_password and "redis" in services:
-        services["redis"]["command"] += ["--requirepass", redis_password]
+    spec = override(layout, flavour, postgres, redis_password)
+    wd, compose_file, override_file, env_file, env = _prepare_workdir(project, layout, workdir, pg_user, spec)
     stack = Stack(
         project=project,
         layout=layout,
@@ -272,51 +352,33 @@ def up(
         pg_db=env.get("PG_DB") or "authentik",
         pg_password=env["PG_PASS"],
         secret_key=env["AUTHENTIK_SECRET_KEY"],
-        containers={svc: container_name(project, svc, naming) for svc in services},
+        containers={},
         volumes={},
-        images={svc: spec["image"] for svc, spec in services.items()},
+        images={},
         versions={
             "authentik": paths.AUTHENTIK_VERSIONS[layout],
-            "postgres": "15",
-            "redis": "7" if "redis" in services else None,
+            "postgres": postgres,
+            "redis": "7" if layout == "legacy" else None,
         },
         mounts={},
-        redis_password=redis_password if "redis" in services else None,
+        redis_password=redis_password if layout == "legacy" else None,
         db_size_mb=int(db_size_mb or 0),
+        compose_files=[str(compose_file), str(override_file)],
+        compose_version=version,
+        flavour=flavour,
     )
     _write_state(stack)
-
-    compose_version = COMPOSE_VERSIONS[naming]
-    volume_keys = sorted(
-        {v.split(":")[0] for spec in services.values() for v in spec["volumes"] if not v.startswith(("./", "/"))}
-    )
-    for key in volume_keys:
-        vol = f"{project}_{key}"
-        docker(
-            "volume",
-            "create",
-            "--label",
-            f"com.docker.compose.project={project}",
-            "--label",
-            f"com.docker.compose.volume={key}",
-            "--label",
-            f"com.docker.compose.version={compose_version}",
-            vol,
-        )
-        stack.volumes[key] = vol
+    _compose(stack, "up", "-d")
+    _discover(stack)
+    expected = set(spec["services"])
+    if set(stack.containers) != expected:
+        raise DockerError(f"Compose started {sorted(stack.containers)} for {project}, expected {sorted(expected)}")
     _write_state(stack)
-
-    envdir = paths.STATE_DIR / "env"
-    envdir.mkdir(parents=True, exist_ok=True)
-    for service, spec in services.items():
-        _run_service(stack, service, spec, env, compose_version, envdir)
-        if service == "postgresql":
-            wait_postgres(stack)
-        elif service == "redis":
-            wait_redis(stack)
-    _write_state(stack)
+    wait_postgres(stack)
+    if stack.has_redis:
+        wait_redis(stack)
     log(
-        f"stacks: {project} ({layout}, names {naming}) up in {time.monotonic() - started:.1f} s: "
+        f"stacks: {project} ({layout}, {flavour}, Compose {version}) up in {time.monotonic() - started:.1f} s: "
         + ", ".join(stack.containers.values())
     )
     if load_data:
@@ -324,91 +386,6 @@ def up(
         load_sample_data(stack, db_size_mb=db_size_mb)
         log(f"stacks: {project}: sample data loaded in {time.monotonic() - t0:.1f} s")
     return stack
-
-
-def _run_service(stack, service, spec, env, compose_version, envdir):
-    wd = Path(stack.workdir)
-    name = stack.containers[service]
-    container_env = {} if spec.get("no_env_file") else dict(env)  # env_file first, environment overrides
-    container_env.update(spec.get("environment", {}))
-    env_path = envdir / f"{name}.env"
-    fd = os.open(env_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        for key, value in container_env.items():
-            fh.write(f"{key}={value}\n")
-
-    config = json.dumps(
-        {"service": service, **{k: v for k, v in spec.items() if k != "environment"}, "environment": container_env},
-        sort_keys=True,
-    )
-    labels = {
-        "com.docker.compose.project": stack.project,
-        "com.docker.compose.service": service,
-        "com.docker.compose.container-number": "1",
-        "com.docker.compose.oneoff": "False",
-        "com.docker.compose.project.working_dir": str(wd),
-        "com.docker.compose.project.config_files": stack.compose_file,
-        "com.docker.compose.version": compose_version,
-        "com.docker.compose.config-hash": hashlib.sha256(config.encode()).hexdigest(),
-    }
-    if stack.naming == "v2":
-        labels["com.docker.compose.project.environment_file"] = stack.env_file
-        labels["com.docker.compose.image"] = _image_id(spec["image"])
-        labels["com.docker.compose.depends_on"] = (
-            ""
-            if service in ("postgresql", "redis")
-            else ",".join(f"{dep}:service_healthy:false" for dep in ("postgresql", "redis") if dep in stack.containers)
-        )
-    args = [
-        "run",
-        "-d",
-        "--name",
-        name,
-        "--network",
-        "none",
-        "--restart",
-        "unless-stopped",
-        "--env-file",
-        str(env_path),
-    ]
-    for key, value in labels.items():
-        args += ["--label", f"{key}={value}"]
-    if spec.get("user"):
-        args += ["--user", spec["user"]]
-    for ulimit in spec.get("ulimits", []):
-        args += ["--ulimit", ulimit]
-    hc = spec.get("healthcheck")
-    if hc:
-        args += [
-            "--health-cmd",
-            hc[0],
-            "--health-interval",
-            hc[1],
-            "--health-timeout",
-            hc[2],
-            "--health-retries",
-            hc[3],
-            "--health-start-period",
-            hc[4],
-        ]
-    mounts = {}
-    for vol in spec["volumes"]:
-        src, dst = vol.split(":", 1)
-        if src.startswith("./"):
-            host = wd / src[2:]
-            host.mkdir(parents=True, exist_ok=True)
-            args += ["--mount", f"type=bind,source={host},target={dst}"]
-            mounts[dst] = str(host)
-        elif src.startswith("/"):
-            args += ["--mount", f"type=bind,source={src},target={dst}"]
-            mounts[dst] = src
-        else:
-            args += ["--mount", f"type=volume,source={stack.volumes[src]},target={dst}"]
-            mounts[dst] = stack.volumes[src]
-    stack.mounts[service] = mounts
-    args.append(spec["image"])
-    args += spec.get("command", [])
-    docker(*args)
 
 
 def _pg_env(stack):
@@ -536,9 +513,6 @@ def down(project, log=print):
     for wd in workdirs:
         if wd.exists():
             shutil.rmtree(wd)
-    if stack:
-        for name in stack.containers.values():
-            (paths.STATE_DIR / "env" / f"{name}.env").unlink(missing_ok=True)
     state_file(project).unlink(missing_ok=True)
     log(f"stacks: {project} down (removed {len(containers)} containers, {len(volumes)} volumes)")
 
@@ -553,6 +527,8 @@ def main(argv=None):
     parser.add_argument("--pg-user")
     parser.add_argument("--db-size-mb", type=int, default=0)
     parser.add_argument("--redis-password")
+    parser.add_argument("--flavour", choices=FLAVOURS, default="debian")
+    parser.add_argument("--postgres", choices=sorted(paths.POSTGRES_IMAGES), default="15")
     args = parser.parse_args(argv)
     try:
         if args.action == "show":
@@ -568,6 +544,8 @@ def main(argv=None):
                     pg_user=args.pg_user,
                     db_size_mb=args.db_size_mb,
                     redis_password=args.redis_password,
+                    flavour=args.flavour,
+                    postgres=args.postgres,
                 )
                 print(json.dumps(stack.to_dict(), indent=2, ensure_ascii=False))
             elif args.action == "data":
