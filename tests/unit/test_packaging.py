@@ -134,8 +134,7 @@ def test_ee_context_holds_the_collection(ee_context: Path, tarball: Path) -> Non
         in containerfile
 
 
-def test_ee_build_finds_the_collections_python_and_system_requirements(repo_root: Path, tarball: Path,
-                                                                        tmp_path: Path) -> None:
+def test_ee_build_finds_the_collections_requirements(repo_root: Path, tarball: Path, tmp_path: Path) -> None:
     """What the builder stage runs, on the collection installed from the tarball next to its dependencies."""
     dest = tmp_path / 'collections'
     _run(str(BIN / 'ansible-galaxy'), 'collection', 'install', '--offline', '--no-deps', str(tarball), '-p', str(dest),

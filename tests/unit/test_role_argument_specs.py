@@ -154,6 +154,6 @@ def test_secrets_are_no_log(repo_root: Path) -> None:
     for wanted in ('akbt-pg-secret', 'akbt-rd', 'https://hook.local/akbt-token', 'Bearer akbt-header-token',
                    'akbt-s3-secret', 'akbt-s3-tok', 'akbt-k8s-token', 'akbt-k8s-pw', 'u:akbt-proxy-pw'):
         assert wanted in hidden, (wanted, hidden)
-    restore = _validate(_spec(repo_root, 'restore'), {k: v for k, v in secrets.items()
-                                                       if k in _spec(repo_root, 'restore')})
+    restore_spec = _spec(repo_root, 'restore')
+    restore = _validate(restore_spec, {k: v for k, v in secrets.items() if k in restore_spec})
     assert {'akbt-pg-secret', 'akbt-k8s-token'} <= {str(v) for v in restore._no_log_values}  # pylint: disable=protected-access
