@@ -201,3 +201,18 @@ def test_module_defaults_of_both_action_groups(stack_current, inventory, tmp_pat
     assert last(results, "Prune")["removed"] == []
     assert last(results, "Dump")["changed"] and not (dest / "postgres.sql").exists()
     assert last(results, "Unlock")["changed"] and not (dest / ".lock").exists()
+
+
+# --- restore.yml: the backup variables it reads are validated before anything runs --------------------------------
+
+def test_restore_refuses_an_unknown_k8s_auth_key_before_anything(inventory, tmp_path):
+    proc = run_playbook(inventory, REPO / "playbooks" / "restore.yml", f"authentik_backup_dest={tmp_path}",
+                        json.dumps({"authentik_backup_k8s_auth": {"kubeconfig": "/nowhere", "kubconfig": "/x"}}),
+                        "authentik_restore_confirm=true")
+    assert proc.returncode == 2, explain(proc)
+    _stats, results = parsed(proc)
+    failed = [r for _n, r in results if r.get("failed")]
+    assert len(failed) == 1 and "Validation of arguments failed" in failed[0]["msg"], failed
+    assert "kubconfig" in failed[0]["msg"]
+    # the role stopped at its argument validation: no task of the role ran
+    assert [n for n, _r in results] == [n for n, r in results if r.get("failed")], [n for n, _r in results]
