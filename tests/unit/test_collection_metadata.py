@@ -39,6 +39,10 @@ IMPORT_DISTRIBUTIONS = {
     'websocket': 'websocket-client',
 }
 OPTIONAL_IMPORTS = {'boto3', 'botocore'}
+# Requirements no plugin of ours imports, and why the hosts need them anyway.
+NEEDED_BY_DEPENDENCIES = {
+    'requests': 'community.docker modules the roles run on the Docker host (docker_host_info, docker_container, ...)',
+}
 
 
 def _load_yaml(path: Path) -> dict:
@@ -204,6 +208,13 @@ def test_every_claimed_ansible_core_has_a_tested_venv(repo_root: Path) -> None:
     assert re.search(r'^CORE_MATRIX \?= ' + re.escape(' '.join(older)) + '$', makefile, re.M), older
 
 
+def test_roles_claim_the_same_minimum_ansible_core(repo_root: Path) -> None:
+    claimed = Version(_lower_bound(SpecifierSet(_load_yaml(repo_root / 'meta' / 'runtime.yml')['requires_ansible'])))
+    for role in ('backup', 'restore'):
+        meta = _load_yaml(repo_root / 'roles' / role / 'meta' / 'main.yml')
+        assert meta['galaxy_info']['min_ansible_version'] == f'{claimed.major}.{claimed.minor}', role
+
+
 def test_running_ansible_core_and_collections_are_in_the_claimed_ranges(repo_root: Path) -> None:
     """Runs in every venv of the matrix: what it holds must be inside what galaxy.yml and runtime.yml claim."""
     requires = SpecifierSet(_load_yaml(repo_root / 'meta' / 'runtime.yml')['requires_ansible'])
@@ -256,7 +267,14 @@ def test_requirements_list_what_the_plugins_import_and_nothing_else(repo_root: P
     unknown = imports - set(IMPORT_DISTRIBUTIONS) - OPTIONAL_IMPORTS
     assert not unknown, f'imports without a known distribution: {unknown}'
     wanted = {IMPORT_DISTRIBUTIONS[name] for name in imports if name in IMPORT_DISTRIBUTIONS}
-    assert set(_requirements(repo_root / 'requirements.txt')) == wanted
+    assert set(_requirements(repo_root / 'requirements.txt')) == wanted | set(NEEDED_BY_DEPENDENCIES)
+
+
+def test_requirements_for_dependencies_are_what_the_roles_use(repo_root: Path) -> None:
+    used = set()
+    for path in (repo_root / 'roles').rglob('*.yml'):
+        used.update(re.findall(r'community\.docker\.(docker_[a-z_]+)', path.read_text(encoding='utf-8')))
+    assert used, 'the roles use no community.docker module: requests is not needed'
 
 
 def test_ee_requirements_equal_requirements_txt(repo_root: Path) -> None:
