@@ -107,7 +107,7 @@ bench-smoke: venv collections-link ## a tiny run of benchmarks/run.py (checks th
 
 clean: ## remove generated files (keeps .venv)
 	rm -rf $(COLLECTIONS_DIR) tests/output .pytest_cache .ansible .cache
-	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+	find . \( -path ./$(VENV) -o -path './.venv-*' \) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean ## clean, and remove .venv and the .venv-<X.Y> of `make matrix`
 	rm -rf $(VENV) $(addprefix .venv-,$(CORE_MATRIX))
