@@ -2,15 +2,16 @@
 #
 #   make demo    bring up the test bed and show a backup and a restore (tests/testbed/demo.sh)
 #   make test    every quality gate, in order, stopping at the first failure:
-#                bootstrap -> venv -> collections-link -> sanity -> lint -> unit -> integration
+#                bootstrap -> venv -> collections-link -> sanity -> lint -> unit -> integration -> matrix
 # Both start with `bootstrap` (tests/testbed/bootstrap.sh): as root it installs the Debian packages that are missing
 # and starts a Docker engine; as another user it stops with the one command to run when something is missing.
 #
-# Other targets: help, bootstrap, venv, collections-link, sanity, lint, unit, integration, bench, bench-smoke, clean,
-# distclean.
+# Other targets: help, bootstrap, venv, collections-link, sanity, lint, unit, integration, matrix, bench, bench-smoke,
+# clean, distclean.
 # Variables: PYTHON (interpreter for a new venv, default python3), VENV (default .venv),
 #            SANITY_ARGS (extra ansible-test sanity arguments, e.g. SANITY_ARGS='--test pylint'),
-#            PYTEST_ARGS (extra pytest arguments for unit and integration).
+#            PYTEST_ARGS (extra pytest arguments for unit and integration),
+#            CORE_MATRIX (the older ansible-core releases `make matrix` tests, each from requirements-<X.Y>.txt).
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -26,13 +27,19 @@ COLLECTIONS_DIR := .collections
 COLLECTION_LINK := $(COLLECTIONS_DIR)/ansible_collections/authentik_ops/backup
 SANITY_ARGS ?=
 PYTEST_ARGS ?=
+# Every ansible-core the collection claims (meta/runtime.yml) but the newest, which .venv holds: each gets its own
+# venv .venv-<X.Y> from requirements-<X.Y>.txt (that ansible-core, its `ansible` package, the oldest runtime
+# libraries claimed) for sanity, the unit tests and MATRIX_TESTS.
+CORE_MATRIX ?= 2.18
+MATRIX_TESTS := tests/integration/test_smoke.py tests/integration/test_k8s_transport.py
 
 # Tools run from the venv; ansible.cfg (collections_path = ./.collections) is picked up from the repo root.
 export PATH := $(VENV_BIN):$(PATH)
 export ANSIBLE_CONFIG := $(abspath ansible.cfg)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help bootstrap venv collections-link sanity lint unit integration test demo bench bench-smoke clean distclean
+.PHONY: help bootstrap venv collections-link sanity lint unit integration matrix test demo bench bench-smoke clean \
+	distclean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -73,7 +80,25 @@ integration: venv collections-link ## pytest tests/integration against the Docke
 		python -m pytest --import-mode=importlib -p no:cacheprovider tests/integration $(PYTEST_ARGS); \
 	fi
 
-test: bootstrap venv collections-link sanity lint unit integration ## all gates: sanity, lint, unit, integration
+# One older ansible-core: its venv (kept: .PRECIOUS), then sanity, unit tests and MATRIX_TESTS run with it.
+.PRECIOUS: .venv-%/.requirements.stamp
+.venv-%/.requirements.stamp: requirements-%.txt
+	test -x .venv-$*/bin/python || $(PYTHON) -m venv .venv-$*
+	.venv-$*/bin/python -m pip install --disable-pip-version-check -q -r requirements-$*.txt
+	touch $@
+
+matrix-%: .venv-%/.requirements.stamp collections-link
+	@echo "matrix: ansible-core $$(.venv-$*/bin/python -c 'import ansible; print(ansible.__version__)') (.venv-$*)"
+	VENV=$(abspath .venv-$*) tests/run-sanity.sh $(SANITY_ARGS)
+	PATH=$(abspath .venv-$*)/bin:$$PATH .venv-$*/bin/python -m pytest --import-mode=importlib -p no:cacheprovider \
+		tests/unit $(PYTEST_ARGS)
+	if [ -x tests/testbed/engine.sh ]; then tests/testbed/engine.sh; fi
+	PATH=$(abspath .venv-$*)/bin:$$PATH .venv-$*/bin/python -m pytest --import-mode=importlib -p no:cacheprovider \
+		$(MATRIX_TESTS) $(PYTEST_ARGS)
+
+matrix: $(addprefix matrix-,$(CORE_MATRIX)) ## sanity, unit tests, a backup+restore and the K8s transport on each older ansible-core
+
+test: bootstrap venv collections-link sanity lint unit integration matrix ## all gates: sanity, lint, unit, integration, matrix
 
 demo: bootstrap venv collections-link ## run the demo on the test bed (tests/testbed/demo.sh)
 	@test -x tests/testbed/demo.sh || { echo "demo: tests/testbed/demo.sh is missing or not executable" >&2; exit 1; }
@@ -88,7 +113,7 @@ bench-smoke: venv collections-link ## a tiny run of benchmarks/run.py (checks th
 
 clean: ## remove generated files (keeps .venv)
 	rm -rf $(COLLECTIONS_DIR) tests/output .pytest_cache .ansible .cache
-	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+	find . \( -path ./$(VENV) -o -path './.venv-*' \) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
-distclean: clean ## clean, and remove .venv
-	rm -rf $(VENV)
+distclean: clean ## clean, and remove .venv and the .venv-<X.Y> of `make matrix`
+	rm -rf $(VENV) $(addprefix .venv-,$(CORE_MATRIX))

@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: backup_lock
 short_description: Take or release the lock that lets one backup run at a time write to a destination
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - The lock is the file C(<dest>/.lock), a small JSON document naming its holder (C(run_id), C(pid), C(host),
     C(started_at), C(purpose)). Only one run at a time can hold it, so two runs never write into, prune or move

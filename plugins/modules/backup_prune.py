@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: backup_prune
 short_description: Remove old authentik backup sets by a retention policy, keeping latest valid
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Applies a retention policy to the complete sets of O(prefix) in O(dest). A set is complete when it has
     C(manifest.json); only sets named C(<prefix>-<UTC yyyymmddThhmmssZ>) (optionally followed by C(-<n>)) are

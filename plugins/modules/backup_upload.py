@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: backup_upload
 short_description: Copy a complete authentik backup set to S3-compatible storage and verify the copy
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Uploads every file of a complete backup set (one that has C(manifest.json)) to a bucket of Amazon S3 or an
     S3-compatible service (MinIO, Ceph RGW, Garage, Wasabi, ...), as objects C(<prefix><set name>/<file>), and
