@@ -16,6 +16,8 @@ import re
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.authentik_ops.backup.plugins.module_utils._sets import RESULT_NOISE
+
 try:
     import jmespath
 
@@ -58,10 +60,6 @@ IMAGE_PATTERNS = {
 # authentik versions: YYYY.M.P with an optional pre-release (2026.2.0-rc1), optionally prefixed with v.
 VERSION_RE = re.compile(r"^v?(?P<version>\d{4}\.\d{1,2}(?:\.\d+)?(?:-(?:rc|beta|alpha)\.?\d*)?)$")
 
-# Keys of a module result that are Ansible's own bookkeeping, not part of the data.
-# (uid, gid, owner, group, mode, state, secontext: file attributes Ansible adds to any result with a dest.)
-RESULT_NOISE = re.compile(r"^(_ansible|ansible_|__)|^(item|invocation|changed|failed|skipped|skip_reason|warnings|"
-                          r"deprecations|plan|msg|uid|gid|owner|group|mode|state|secontext)$")
 
 if HAS_JMESPATH:
     _JP_PROJECT = jmespath.compile(f'Labels."{PROJECT_LABEL}"')

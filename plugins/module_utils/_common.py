@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import os
 import time
+import traceback
 
 from ansible.module_utils.basic import env_fallback
+
+from ansible_collections.authentik_ops.backup.plugins.module_utils._errors import BackupError
 
 COLLECTION_VERSION = "0.1.0"
 
@@ -20,6 +23,21 @@ DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 COMPRESSION_CHOICES = ["none", "gzip", "zstd"]
 
 STDERR_EXCERPT = 2000
+
+
+def run_module(module, body):
+    """Run ``body(module)``, which returns the result dict, and end the module with it.
+
+    A BackupError raised anywhere below fails the module exactly once, with the error's fields in the result and
+    the traceback in ``exception``.
+    """
+    try:
+        result = body(module)
+    except BackupError as exc:
+        fields = dict(exc.fields)
+        fields.setdefault("exception", traceback.format_exc())
+        module.fail_json(msg=exc.msg, **fields)
+    module.exit_json(**result)
 
 
 def transport_argument_spec():

@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 
+from ansible_collections.authentik_ops.backup.plugins.module_utils import _proc
 from ansible_collections.authentik_ops.backup.plugins.module_utils._postgres import shell
 from ansible_collections.authentik_ops.backup.plugins.module_utils._transport import BoundedBuffer, TransportError
 
@@ -212,43 +213,14 @@ STALE_CREATED = 600  # seconds after which a helper that was created but never s
 HELPER_OWNER_LABEL = "io.authentik-ops.backup.helper-owner"
 
 
-def _read(path):
-    try:
-        with open(path, encoding="ascii") as handle:
-            return handle.read().strip()
-    except OSError:
-        return ""
-
-
-def _start_time(pid):
-    stat = _read(f"/proc/{pid}/stat")
-    # the command may hold spaces and parentheses: the fields after it start after the last ')'
-    fields = stat[stat.rfind(")") + 2:].split() if stat else []
-    return fields[19] if len(fields) > 19 else ""
-
-
-def _pid_namespace():
-    try:
-        return os.readlink("/proc/self/ns/pid")
-    except OSError:
-        return ""
-
-
 def owner_id(pid=None):
     """Who created a helper: boot id, pid namespace, pid and the process's start time."""
-    pid = os.getpid() if pid is None else pid
-    return "/".join([_read("/proc/sys/kernel/random/boot_id"), _pid_namespace(), str(pid), _start_time(pid)])
+    return _proc.owner_id(pid)
 
 
 def owner_alive(owner):
     """True or False when the owner can be judged from here (same boot and pid namespace), else None."""
-    parts = (owner or "").split("/")
-    if len(parts) != 4 or not all(parts):
-        return None
-    boot, pidns, pid, started = parts
-    if boot != _read("/proc/sys/kernel/random/boot_id") or pidns != _pid_namespace() or not pid.isdigit():
-        return None
-    return _start_time(int(pid)) == started
+    return _proc.owner_alive(owner)
 
 
 def remove_stale(client, db_id, now=None):

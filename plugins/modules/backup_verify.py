@@ -205,6 +205,7 @@ from ansible_collections.authentik_ops.backup.plugins.module_utils._common impor
     excerpt,
     load_identities,
 )
+from ansible_collections.authentik_ops.backup.plugins.module_utils._errors import ConfigError
 from ansible_collections.authentik_ops.backup.plugins.module_utils._formats import RdbChecker
 from ansible_collections.authentik_ops.backup.plugins.module_utils._postgres import (
     PROBE_SQL,
@@ -532,7 +533,10 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    set_path = resolve_set(module, ok=False, problems=[])
+    try:
+        set_path = resolve_set(params["path"], params["dest"], params["name"], ok=False, problems=[])
+    except ConfigError as exc:
+        module.fail_json(msg=exc.msg, **exc.fields)
     result = dict(changed=False, ok=False, set_path=set_path, set=os.path.basename(set_path), problems=[],
                   warnings_found=[])
     problems, warnings = result["problems"], result["warnings_found"]

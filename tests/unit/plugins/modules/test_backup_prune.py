@@ -13,6 +13,7 @@ import subprocess
 
 import pytest
 
+from ansible_collections.authentik_ops.backup.plugins.module_utils import _proc, _sets
 from ansible_collections.authentik_ops.backup.plugins.modules import backup_lock, backup_prune
 
 UTC = datetime.timezone.utc
@@ -39,7 +40,7 @@ def test_set_time(text, expected):
 
 def test_set_order_puts_collision_counters_after_the_plain_name():
     names = ["a-20261130T120000Z-10", "a-20261130T120000Z-2", "a-20261130T120000Z", "a-20261129T120000Z"]
-    assert sorted(names, key=lambda n: backup_prune.set_order(n, "a")) == [
+    assert sorted(names, key=lambda n: _sets.set_order(n, "a")) == [
         "a-20261129T120000Z", "a-20261130T120000Z", "a-20261130T120000Z-2", "a-20261130T120000Z-10"]
 
 
@@ -153,8 +154,8 @@ def _dead_pid():
 
 def test_stale_reason():
     host, now = socket.gethostname(), NOW.timestamp()
-    fresh = backup_lock.iso(NOW)
-    alive = dict(run_id="r", pid=os.getpid(), pid_start=backup_lock.process_start(os.getpid()), host=host,
+    fresh = _sets.iso(NOW)
+    alive = dict(run_id="r", pid=os.getpid(), pid_start=_proc.start_time(os.getpid()), host=host,
                  started_at=fresh)
     assert backup_lock.stale_reason(alive, host, now, 86400) is None
     dead = dict(alive, pid=_dead_pid(), pid_start=None)
@@ -163,7 +164,7 @@ def test_stale_reason():
     assert "is gone" in backup_lock.stale_reason(dict(alive, pid_start=alive["pid_start"] + 1), host, now, 86400)
     # another host's process cannot be checked: only the age counts
     assert backup_lock.stale_reason(dict(dead, host="elsewhere"), host, now, 86400) is None
-    old = dict(alive, host="elsewhere", started_at=backup_lock.iso(NOW - datetime.timedelta(days=2)))
+    old = dict(alive, host="elsewhere", started_at=_sets.iso(NOW - datetime.timedelta(days=2)))
     assert "more than stale_age" in backup_lock.stale_reason(old, host, now, 86400)
     assert backup_lock.stale_reason(old, host, now, 0) is None
     # no pid recorded (remote run): only the age
@@ -177,4 +178,4 @@ def test_unreadable_lock_is_stale_only_when_old():
 
 
 def test_run_process_finds_no_ansible_in_pytest():
-    assert backup_lock.run_process() == 0 or "ansible" in backup_lock._cmdline(backup_lock.run_process())
+    assert backup_lock.run_process() == 0 or "ansible" in backup_lock._proc.cmdline(backup_lock.run_process())
