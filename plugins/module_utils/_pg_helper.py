@@ -16,6 +16,9 @@ The helper runs as the module's own uid and gid, with a read-only root filesyste
 ``no-new-privileges`` and a small PID limit, and is removed when the dump ends (a helper left behind by a killed
 run is removed by the next dump of the same database). Anything that keeps the helper from starting or from
 writing its first byte is reported as ``HelperUnavailable`` so that the caller can dump through exec instead.
+
+The Docker transport offers it as a capability: ``DockerTransport.dump_helper()`` returns a :class:`DumpHelper`,
+which postgres_dump asks to ``probe`` and then to ``dump``, knowing nothing of Docker.
 """
 
 from __future__ import annotations
@@ -31,8 +34,12 @@ import threading
 import time
 
 from ansible_collections.authentik_ops.backup.plugins.module_utils import _proc
+from ansible_collections.authentik_ops.backup.plugins.module_utils._errors import (
+    HelperUnavailable,
+    TransportError,
+)
 from ansible_collections.authentik_ops.backup.plugins.module_utils._postgres import shell
-from ansible_collections.authentik_ops.backup.plugins.module_utils._transport import BoundedBuffer, TransportError
+from ansible_collections.authentik_ops.backup.plugins.module_utils._transport import BoundedBuffer
 
 HELPER_LABEL = "io.authentik-ops.backup.helper"
 HELPER_FOR_LABEL = "io.authentik-ops.backup.helper-for"
@@ -80,10 +87,6 @@ echo """ + READY + r"""
 u=$1; h=$2; p=$3; shift 3
 exec pg_dumpall --clean --if-exists --no-password -h "$h" -p "$p" -U "$u" "$@" < /dev/null >&3 3>&-
 """
-
-
-class HelperUnavailable(Exception):
-    """The helper cannot be used here; the message says why (the dump can go through exec instead)."""
 
 
 class HelperPlan:
@@ -293,6 +296,24 @@ class _SignalGuard:
 
 READY_TIMEOUT = 30.0  # seconds for the helper to open the FIFO once started
 EXIT_TIMEOUT = 120.0  # seconds for the helper to exit after the end of its dump
+
+
+class DumpHelper:
+    """The dump helper of one database container, as the Docker transport offers it to postgres_dump."""
+
+    def __init__(self, transport):
+        self.transport = transport
+
+    def describe(self):
+        return f"the helper of {self.transport.describe()}"
+
+    def probe(self, params, secret_env):
+        """A HelperPlan when the server accepts the dump's role over loopback TCP, else HelperUnavailable."""
+        return probe(self.transport, params, secret_env)
+
+    def dump(self, plan, extra_args, workdir, on_data):
+        """Run the helper (see :func:`run`); returns a HelperOutcome."""
+        return run(self.transport.client, self.transport.inspect(), plan, extra_args, workdir, on_data)
 
 
 def run(client, db_info, plan, extra_args, workdir, on_data):

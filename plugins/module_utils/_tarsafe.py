@@ -28,13 +28,14 @@ import os
 import stat
 import tarfile
 
+from ansible_collections.authentik_ops.backup.plugins.module_utils._errors import FormatError
 from ansible_collections.authentik_ops.backup.plugins.module_utils._formats import TarWalker
 
 CHUNK = 1 << 20
 MAX_LINK_DEPTH = 40
 
 
-class TarSafetyError(Exception):
+class TarSafetyError(FormatError):
     """The archive is unsafe or unreadable; the message names the member."""
 
 
