@@ -322,94 +322,120 @@ def run(client, db_info, plan, extra_args, workdir, on_data):
     Raises HelperUnavailable when the helper could not be set up, started, or ended or failed before its first
     byte reached ``on_data`` (the dump can then go through exec), TransportError for errors after that.
     """
-    db_id = db_info["Id"]
     try:
-        remove_stale(client, db_id)
+        remove_stale(client, db_info["Id"])
     except TransportError:
         pass  # a leftover is only clutter; never a reason to fail or to skip the dump
-    name = f"{db_info.get('Name', '').lstrip('/') or db_id[:12]}-pgdump-{secrets.token_hex(4)}"
-    try:
-        private = tempfile.mkdtemp(prefix=PRIVATE_PREFIX, dir=workdir)
-    except OSError as exc:
-        raise HelperUnavailable(f"cannot create the helper's private directory in {workdir}: {exc}") from exc
-    fed = [0]
-
-    def feed(data):
-        fed[0] += len(data)
-        on_data(data)
-
-    container_id = fd = sock = reader = waiter = None
+    helper = _HelperRun(client, db_info, workdir, on_data)
     with _SignalGuard() as guard:
         try:
-            try:
-                os.chmod(private, 0o700)
-                fifo = os.path.join(private, FIFO_NAME)
-                os.mkfifo(fifo, 0o600)
-                fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-            except OSError as exc:
-                raise HelperUnavailable(f"the helper's FIFO could not be set up in {workdir}: {exc}") from exc
-            try:
-                fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
-            except OSError:
-                pass  # the default pipe works, with more wake-ups
-            body = container_body(db_info, plan, extra_args, private, os.geteuid(), os.getegid(),
-                                  daemon=daemon_traits(client), owner=owner_id())
-            try:
-                container_id = client.create_container(name, body)
-                waiter = _Waiter(client, container_id)
-                waiter.start()
-                sock, pending = client.attach(container_id)
-                reader = _AttachReader(sock, pending)
-                reader.start()
-                client.start_container(container_id)
-            except TransportError as exc:
-                raise HelperUnavailable(f"the helper container could not be started: {exc}") from exc
-            try:
-                sock.sendall((plan.password + "\n").encode("utf-8"))
-                sock.shutdown(socket.SHUT_WR)
-            except OSError as exc:
-                raise HelperUnavailable(f"the password could not be handed to the helper: {exc}") from exc
-            deadline = time.monotonic() + READY_TIMEOUT
-            while not reader.ready.wait(0.05):
-                if waiter.done.is_set():
-                    reader.join(2)  # the last of its stderr
-                    raise HelperUnavailable(f"the helper ended with status {waiter.exit_code} before opening its "
-                                            f"FIFO: {reader.stderr.getvalue().decode('utf-8', 'replace').strip()}")
-                if time.monotonic() > deadline:
-                    raise HelperUnavailable(
-                        f"the helper did not open its FIFO within {READY_TIMEOUT:.0f} s (is {workdir} shared with "
-                        "the Docker daemon through a VM or network file system?)")
-            _pump(fd, waiter.done, feed)
-            if not waiter.done.wait(EXIT_TIMEOUT):
+            helper.make_fifo()
+            helper.launch(plan, extra_args)
+            helper.hand_over(plan.password)
+            helper.wait_ready()
+            _pump(helper.fd, helper.waiter.done, helper.feed)
+            if not helper.waiter.done.wait(EXIT_TIMEOUT):
                 raise TransportError(f"the helper did not exit within {EXIT_TIMEOUT:.0f} s after its dump ended")
-            return HelperOutcome(waiter.exit_code, reader.stderr.getvalue(), waiter.error)
+            return HelperOutcome(helper.waiter.exit_code, helper.reader.stderr.getvalue(), helper.waiter.error)
         except (TransportError, OSError) as exc:
-            if fed[0] == 0:
+            if helper.fed == 0:
                 raise HelperUnavailable(f"the helper failed before its first byte: {exc}") from exc
             if isinstance(exc, OSError):
                 raise TransportError(f"reading the helper's FIFO: {exc}") from exc
             raise
         finally:
             guard.hold()
-            if sock is not None:
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-            if reader is not None:
-                reader.join(5)
-            if sock is not None:
-                sock.close()
-            if fd is not None:
-                os.close(fd)
-            if container_id is not None:
-                try:
-                    client.remove_container(container_id)
-                except TransportError:
-                    pass  # removed by the next dump (remove_stale: its owner is gone)
-            if waiter is not None:
-                waiter.join(5)
-            shutil.rmtree(private, ignore_errors=True)
+            helper.clean_up()
+
+
+class _HelperRun:
+    """The parts of one helper run (private directory and FIFO, container, attach stream, wait) and their
+    removal."""
+
+    def __init__(self, client, db_info, workdir, on_data):
+        self.client = client
+        self.db_info = db_info
+        self.workdir = workdir
+        self.on_data = on_data
+        self.fed = 0
+        self.container_id = self.fd = self.sock = self.reader = self.waiter = None
+        name = db_info.get("Name", "").lstrip("/") or db_info["Id"][:12]
+        self.name = f"{name}-pgdump-{secrets.token_hex(4)}"
+        try:
+            self.private = tempfile.mkdtemp(prefix=PRIVATE_PREFIX, dir=workdir)
+        except OSError as exc:
+            raise HelperUnavailable(f"cannot create the helper's private directory in {workdir}: {exc}") from exc
+
+    def feed(self, data):
+        self.fed += len(data)
+        self.on_data(data)
+
+    def make_fifo(self):
+        try:
+            os.chmod(self.private, 0o700)
+            fifo = os.path.join(self.private, FIFO_NAME)
+            os.mkfifo(fifo, 0o600)
+            self.fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            raise HelperUnavailable(f"the helper's FIFO could not be set up in {self.workdir}: {exc}") from exc
+        try:
+            fcntl.fcntl(self.fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
+        except OSError:
+            pass  # the default pipe works, with more wake-ups
+
+    def launch(self, plan, extra_args):
+        body = container_body(self.db_info, plan, extra_args, self.private, os.geteuid(), os.getegid(),
+                              daemon=daemon_traits(self.client), owner=owner_id())
+        try:
+            self.container_id = self.client.create_container(self.name, body)
+            self.waiter = _Waiter(self.client, self.container_id)
+            self.waiter.start()
+            self.sock, pending = self.client.attach(self.container_id)
+            self.reader = _AttachReader(self.sock, pending)
+            self.reader.start()
+            self.client.start_container(self.container_id)
+        except TransportError as exc:
+            raise HelperUnavailable(f"the helper container could not be started: {exc}") from exc
+
+    def hand_over(self, password):
+        try:
+            self.sock.sendall((password + "\n").encode("utf-8"))
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            raise HelperUnavailable(f"the password could not be handed to the helper: {exc}") from exc
+
+    def wait_ready(self):
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not self.reader.ready.wait(0.05):
+            if self.waiter.done.is_set():
+                self.reader.join(2)  # the last of its stderr
+                raise HelperUnavailable(f"the helper ended with status {self.waiter.exit_code} before opening its "
+                                        f"FIFO: {self.reader.stderr.getvalue().decode('utf-8', 'replace').strip()}")
+            if time.monotonic() > deadline:
+                raise HelperUnavailable(
+                    f"the helper did not open its FIFO within {READY_TIMEOUT:.0f} s (is {self.workdir} shared with "
+                    "the Docker daemon through a VM or network file system?)")
+
+    def clean_up(self):
+        if self.sock is not None:
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if self.reader is not None:
+            self.reader.join(5)
+        if self.sock is not None:
+            self.sock.close()
+        if self.fd is not None:
+            os.close(self.fd)
+        if self.container_id is not None:
+            try:
+                self.client.remove_container(self.container_id)
+            except TransportError:
+                pass  # removed by the next dump (remove_stale: its owner is gone)
+        if self.waiter is not None:
+            self.waiter.join(5)
+        shutil.rmtree(self.private, ignore_errors=True)
 
 
 def _pump(fd, writer_gone, on_data):
