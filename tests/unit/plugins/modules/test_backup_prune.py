@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 
 import pytest
 
@@ -177,5 +178,24 @@ def test_unreadable_lock_is_stale_only_when_old():
     assert "unreadable" in backup_lock.stale_reason({"_mtime": now - 600}, "h", now, 0)
 
 
-def test_run_process_finds_no_ansible_in_pytest():
-    assert backup_lock.run_process() == 0 or "ansible" in backup_lock._proc.cmdline(backup_lock.run_process())
+def test_run_process_finds_the_topmost_ansible_playbook(tmp_path):
+    """ansible-playbook -> its forked worker (same command line) -> the module: the lock follows the topmost one."""
+    collections = next(p for p in sys.path if p.endswith(".collections") or p.endswith("ansible_collections/.."))
+    check = ("import sys; sys.path.insert(0, sys.argv[1]); "
+             "from ansible_collections.authentik_ops.backup.plugins.modules import backup_lock; "
+             "print(backup_lock.run_process())")
+    playbook = tmp_path / "ansible-playbook"
+    playbook.write_text("import os, subprocess, sys\n"
+                        "if len(sys.argv) > 2 and sys.argv[2] == 'worker':\n"
+                        f"    print(subprocess.run([sys.executable, '-c', {check!r}, sys.argv[1]],\n"
+                        "                         capture_output=True, text=True, check=True).stdout, end='')\n"
+                        "else:\n"
+                        "    print(os.getpid())\n"
+                        "    sys.stdout.flush()\n"
+                        "    subprocess.run([sys.executable, __file__, sys.argv[1], 'worker'], check=True)\n")
+    out = subprocess.run([sys.executable, str(playbook), collections], capture_output=True, text=True, check=True)
+    topmost, found = out.stdout.split()
+    assert int(found) == int(topmost) > 1
+    # without an ansible-playbook ancestor there is no run process to follow
+    alone = subprocess.run([sys.executable, "-c", check, collections], capture_output=True, text=True, check=True)
+    assert alone.stdout.strip() == "0"
