@@ -16,6 +16,8 @@ import re
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.authentik_ops.backup.plugins.module_utils._sets import RESULT_NOISE
+
 try:
     import jmespath
 
@@ -58,10 +60,6 @@ IMAGE_PATTERNS = {
 # authentik versions: YYYY.M.P with an optional pre-release (2026.2.0-rc1), optionally prefixed with v.
 VERSION_RE = re.compile(r"^v?(?P<version>\d{4}\.\d{1,2}(?:\.\d+)?(?:-(?:rc|beta|alpha)\.?\d*)?)$")
 
-# Keys of a module result that are Ansible's own bookkeeping, not part of the data.
-# (uid, gid, owner, group, mode, state, secontext: file attributes Ansible adds to any result with a dest.)
-RESULT_NOISE = re.compile(r"^(_ansible|ansible_|__)|^(item|invocation|changed|failed|skipped|skip_reason|warnings|"
-                          r"deprecations|plan|msg|uid|gid|owner|group|mode|state|secontext)$")
 
 if HAS_JMESPATH:
     _JP_PROJECT = jmespath.compile(f'Labels."{PROJECT_LABEL}"')
@@ -312,6 +310,100 @@ def _part_name(path, used):
     return base
 
 
+class _Plan:
+    """The parts, skipped parts and errors of a backup plan while it is made."""
+
+    def __init__(self, deployment, components, selected, compression):
+        self.deployment = deployment
+        self.containers = deployment.get("containers") or {}
+        self.components = components
+        self.selected = selected
+        self.compression = compression
+        self.ext = EXTENSIONS[compression]
+        self.parts, self.skipped, self.errors = [], [], []
+
+    def skip(self, part, reason):
+        self.skipped.append(dict(part=part, reason=reason))
+
+    def wanted(self, kind):
+        if kind not in self.components:
+            self.skip(kind, "not in authentik_backup_components")
+            return False
+        if kind not in self.selected:
+            self.skip(kind, "not selected by --tags/--skip-tags")
+            return False
+        return True
+
+    def postgres(self):
+        db = self.containers.get("postgresql")
+        if db:
+            self.parts.append(dict(part="postgres", kind="postgres", service=db["service"], container=db["name"],
+                                   file=f"postgres.sql{self.ext}", compression=self.compression))
+        else:
+            self.errors.append(f"no PostgreSQL service found in the Compose project {self.deployment['project']!r} "
+                               f"(services: {', '.join(self.deployment.get('services') or {})}); an external "
+                               "database is not backed up by this role: remove postgres from "
+                               "authentik_backup_components to back up the rest")
+
+    def redis(self):
+        cache = self.containers.get("redis")
+        if cache:
+            self.parts.append(dict(part="redis", kind="redis", service=cache["service"], container=cache["name"],
+                                   file="redis.rdb", compression="none"))
+        else:
+            self.skip("redis", "no redis service in this deployment (authentik 2025.10 and later use none)")
+
+    def files(self, paths):
+        used = set()
+        seen = set()
+        sources = [self.containers[c] for c in ("server", "worker") if self.containers.get(c)]
+        for path in paths or []:
+            norm = posixpath.normpath(path) if path else path
+            if not norm or not norm.startswith("/"):
+                self.errors.append(f"authentik_backup_paths: {path!r} is not an absolute path")
+                continue
+            if norm in seen:
+                continue
+            seen.add(norm)
+            mounting = [c for c in sources if _mounts(c, norm)]
+            if not mounting:
+                name = _part_name(norm, used)
+                self.skip(name, f"{norm} is not mounted in "
+                                f"{' or '.join(c['service'] for c in sources) or 'any authentik container'}")
+                continue
+            source = next((c for c in mounting if c["running"]), mounting[0])
+            name = _part_name(norm, used)
+            used.add(name)
+            self.parts.append(dict(part=name, kind="files", service=source["service"], container=source["name"],
+                                   paths=[norm], file=f"{name}.tar{self.ext}", compression=self.compression))
+
+    def config(self):
+        working_dir = self.deployment.get("working_dir")
+        files = []
+        if working_dir:
+            files.append(posixpath.join(working_dir, ".env"))
+        files.extend(f for f in self.deployment.get("config_files") or [] if f not in files)
+        if files:
+            self.parts.append(dict(part="config", kind="config", service=None, container=None, paths=files,
+                                   file=f"config.tar{self.ext}", compression=self.compression))
+        else:
+            self.skip("config", f"the containers carry no {WORKING_DIR_LABEL} or {CONFIG_FILES_LABEL} label")
+
+    def targets(self):
+        """The containers the parts come from, and those of them that do not run."""
+        targets = {}
+        for part in self.parts:
+            if part["container"]:
+                targets.setdefault(part["container"], dict(container=part["container"], service=part["service"],
+                                                           parts=[]))["parts"].append(part["part"])
+        not_running = []
+        for name, target in targets.items():
+            entry = next(c for c in self.containers.values() if c["name"] == name)
+            if not entry["running"]:
+                not_running.append(dict(target, state=entry["state"]))
+        return list(targets.values()), not_running
+
+
 def authentik_backup_plan(deployment, components, paths=None, compression="zstd", selected=None, encrypted=False):
     """Decide which parts the backup takes, from which container, into which file; and which are skipped, why."""
     if not isinstance(deployment, dict) or "components" not in deployment:
@@ -322,92 +414,20 @@ def authentik_backup_plan(deployment, components, paths=None, compression="zstd"
     unknown = [c for c in components if c not in PART_KINDS]
     if unknown:
         raise AnsibleFilterError(f"unknown components {unknown}: choose from {', '.join(PART_KINDS)}")
-    selected = PART_KINDS if selected is None else list(selected)
-    ext = EXTENSIONS[compression]
-    containers = deployment.get("containers") or {}
-    parts, skipped, errors = [], [], []
-
-    def skip(part, reason):
-        skipped.append(dict(part=part, reason=reason))
-
-    def wanted(kind):
-        if kind not in components:
-            skip(kind, "not in authentik_backup_components")
-            return False
-        if kind not in selected:
-            skip(kind, "not selected by --tags/--skip-tags")
-            return False
-        return True
-
-    if wanted("postgres"):
-        db = containers.get("postgresql")
-        if db:
-            parts.append(dict(part="postgres", kind="postgres", service=db["service"], container=db["name"],
-                              file=f"postgres.sql{ext}", compression=compression))
-        else:
-            errors.append(f"no PostgreSQL service found in the Compose project {deployment['project']!r} "
-                          f"(services: {', '.join(deployment.get('services') or {})}); an external database is not "
-                          "backed up by this role: remove postgres from authentik_backup_components to back up "
-                          "the rest")
-
-    if wanted("redis"):
-        cache = containers.get("redis")
-        if cache:
-            parts.append(dict(part="redis", kind="redis", service=cache["service"], container=cache["name"],
-                              file="redis.rdb", compression="none"))
-        else:
-            skip("redis", "no redis service in this deployment (authentik 2025.10 and later use none)")
-
-    if wanted("files"):
-        used = set()
-        seen = set()
-        sources = [containers[c] for c in ("server", "worker") if containers.get(c)]
-        for path in paths or []:
-            norm = posixpath.normpath(path) if path else path
-            if not norm or not norm.startswith("/"):
-                errors.append(f"authentik_backup_paths: {path!r} is not an absolute path")
-                continue
-            if norm in seen:
-                continue
-            seen.add(norm)
-            mounting = [c for c in sources if _mounts(c, norm)]
-            if not mounting:
-                name = _part_name(norm, used)
-                skip(name, f"{norm} is not mounted in "
-                           f"{' or '.join(c['service'] for c in sources) or 'any authentik container'}")
-                continue
-            source = next((c for c in mounting if c["running"]), mounting[0])
-            name = _part_name(norm, used)
-            used.add(name)
-            parts.append(dict(part=name, kind="files", service=source["service"], container=source["name"],
-                              paths=[norm], file=f"{name}.tar{ext}", compression=compression))
-
-    if wanted("config"):
-        working_dir = deployment.get("working_dir")
-        files = []
-        if working_dir:
-            files.append(posixpath.join(working_dir, ".env"))
-        files.extend(f for f in deployment.get("config_files") or [] if f not in files)
-        if files:
-            parts.append(dict(part="config", kind="config", service=None, container=None, paths=files,
-                              file=f"config.tar{ext}", compression=compression))
-        else:
-            skip("config", f"the containers carry no {WORKING_DIR_LABEL} or {CONFIG_FILES_LABEL} label")
-
+    plan = _Plan(deployment, components, PART_KINDS if selected is None else list(selected), compression)
+    if plan.wanted("postgres"):
+        plan.postgres()
+    if plan.wanted("redis"):
+        plan.redis()
+    if plan.wanted("files"):
+        plan.files(paths)
+    if plan.wanted("config"):
+        plan.config()
     if encrypted:  # age-encrypted files: the name says so (postgres.sql.zst.age)
-        for part in parts:
+        for part in plan.parts:
             part["file"] += ".age"
-    targets = {}
-    for part in parts:
-        if part["container"]:
-            targets.setdefault(part["container"], dict(container=part["container"], service=part["service"],
-                                                       parts=[]))["parts"].append(part["part"])
-    not_running = []
-    for name, target in targets.items():
-        entry = next(c for c in containers.values() if c["name"] == name)
-        if not entry["running"]:
-            not_running.append(dict(target, state=entry["state"]))
-    return dict(parts=parts, skipped=skipped, errors=errors, targets=list(targets.values()),
+    targets, not_running = plan.targets()
+    return dict(parts=plan.parts, skipped=plan.skipped, errors=plan.errors, targets=targets,
                 not_running=not_running)
 
 

@@ -22,6 +22,8 @@ import base64
 import hmac
 import os
 
+from ansible_collections.authentik_ops.backup.plugins.module_utils._errors import BackupError
+
 try:
     from cryptography.exceptions import InvalidTag
     from cryptography.hazmat.primitives import hashes
@@ -43,7 +45,7 @@ X25519_LABEL = b"age-encryption.org/v1/X25519"
 LAST_COUNTER = (1 << 88) - 1
 
 
-class AgeError(Exception):
+class AgeError(BackupError):
     """The data is not a valid age file, or cannot be decrypted; the message says why."""
 
 

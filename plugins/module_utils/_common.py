@@ -4,14 +4,17 @@
 
 # This module_utils is PRIVATE to authentik_ops.backup. It is not a public interface and may change at any time.
 
-"""Shared option specs, transport selection and small helpers of the collection's modules."""
+"""Shared option specs, the one way a module runs and fails, and small helpers of the collection's modules."""
 
 from __future__ import annotations
 
 import os
 import time
+import traceback
 
 from ansible.module_utils.basic import env_fallback
+
+from ansible_collections.authentik_ops.backup.plugins.module_utils._errors import BackupError, ConfigError
 
 COLLECTION_VERSION = "0.1.0"
 
@@ -20,6 +23,21 @@ DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 COMPRESSION_CHOICES = ["none", "gzip", "zstd"]
 
 STDERR_EXCERPT = 2000
+
+
+def run_module(module, body):
+    """Run ``body(module)``, which returns the result dict, and end the module with it.
+
+    A BackupError raised anywhere below fails the module exactly once, with the error's fields in the result and
+    the traceback in ``exception``. Nothing else calls ``fail_json`` or ``exit_json``.
+    """
+    try:
+        result = body(module)
+    except BackupError as exc:
+        fields = dict(exc.fields)
+        fields.setdefault("exception", traceback.format_exc())
+        module.fail_json(msg=exc.msg, **fields)
+    module.exit_json(**result)
 
 
 def transport_argument_spec():
@@ -33,13 +51,18 @@ def transport_argument_spec():
         namespace=dict(type="str"),
         pod_container=dict(type="str"),
     )
+    for name, option in k8s_auth_spec().items():
+        spec.setdefault(name, option)
+    return spec
+
+
+def k8s_auth_spec():
+    """kubernetes.core's authentication options (kubeconfig, context, host, api_key, ...), or {} without it."""
     try:
         from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
     except ImportError:  # kubernetes.core not installed: the docker platform still works
-        AUTH_ARG_SPEC = {}
-    for name, option in AUTH_ARG_SPEC.items():
-        spec.setdefault(name, dict(option))
-    return spec
+        return {}
+    return {name: dict(option) for name, option in AUTH_ARG_SPEC.items()}
 
 
 def output_argument_spec(default_compression="zstd"):
@@ -65,16 +88,15 @@ def decrypt_argument_spec():
 DECRYPT_MUTUALLY_EXCLUSIVE = [("decrypt_identity", "decrypt_identity_file")]
 
 
-def load_identities(module):
+def load_identities(params):
     """The age identities of decrypt_identity / decrypt_identity_file (also registered for every reader of this
-    run), or [] when neither is set. Fails the module with a message that never shows the key."""
+    run), or [] when neither is set. Raises ConfigError with a message that never shows the key."""
     from ansible_collections.authentik_ops.backup.plugins.module_utils._age import (
         AgeError,
         parse_identities,
         register_identities,
     )
 
-    params = module.params
     text, origin = params.get("decrypt_identity"), "decrypt_identity"
     if params.get("decrypt_identity_file"):
         origin = f"decrypt_identity_file ({params['decrypt_identity_file']})"
@@ -82,22 +104,22 @@ def load_identities(module):
             with open(params["decrypt_identity_file"], "r", encoding="utf-8") as handle:
                 text = handle.read()
         except (OSError, UnicodeDecodeError) as exc:
-            module.fail_json(msg=f"{origin} cannot be read: {exc.__class__.__name__}: "
-                                 f"{getattr(exc, 'strerror', None) or 'not a text file'}")
+            raise ConfigError(f"{origin} cannot be read: {exc.__class__.__name__}: "
+                              f"{getattr(exc, 'strerror', None) or 'not a text file'}") from None
     if not text:
         register_identities([])
         return []
     try:
         keys = parse_identities(text)
     except AgeError as exc:
-        module.fail_json(msg=f"{origin}: {exc}")
+        raise ConfigError(f"{origin}: {exc}") from None
     register_identities(keys)
     return keys
 
 
-def prepare_decryption(module, path):
+def prepare_decryption(params, path, **fields):
     """Check before anything is touched that ``path`` can be read: an age-encrypted file needs an identity that
-    opens it. Returns the encryption scheme of the file (``age`` or None)."""
+    opens it. Returns the encryption scheme of the file (``age`` or None); raises ConfigError with ``fields``."""
     from ansible_collections.authentik_ops.backup.plugins.module_utils._age import (
         AgeError,
         check_identities,
@@ -105,23 +127,24 @@ def prepare_decryption(module, path):
         is_age_file,
     )
 
-    keys = load_identities(module)
+    keys = load_identities(params)
     try:
         encrypted = is_age_file(path)
     except OSError as exc:
-        module.fail_json(msg=f"{path} cannot be read: {exc}")
+        raise ConfigError(f"{path} cannot be read: {exc}", **fields) from None
     if not encrypted:
         return None
     problem = crypto_problem()
     if problem:
-        module.fail_json(msg=f"{path} is encrypted with age: {problem}")
+        raise ConfigError(f"{path} is encrypted with age: {problem}", **fields)
     if not keys:
-        module.fail_json(msg=f"{path} is encrypted with age; give the identity of one of its recipients in "
-                             "decrypt_identity or decrypt_identity_file. Nothing was touched.")
+        raise ConfigError(f"{path} is encrypted with age; give the identity of one of its recipients in "
+                          "decrypt_identity or decrypt_identity_file. Nothing was touched.", **fields)
     try:
         check_identities(path, keys)
     except AgeError as exc:
-        module.fail_json(msg=f"{path} cannot be decrypted with the identity given: {exc}. Nothing was touched.")
+        raise ConfigError(f"{path} cannot be decrypted with the identity given: {exc}. Nothing was touched.",
+                          **fields) from None
     return "age"
 
 
@@ -131,17 +154,13 @@ TRANSPORT_REQUIRED_IF = [
 ]
 
 
-def open_transport(module):
-    """Return the transport for the module's platform, failing the module with a clear message if it cannot."""
-    params = module.params
-    if params["platform"] == "docker":
-        from ansible_collections.authentik_ops.backup.plugins.module_utils._docker_api import DockerTransport
+def check_output(module):
+    """Check the output options (codec, dest, encryption) before anything is touched; raises ConfigError."""
+    from ansible_collections.authentik_ops.backup.plugins.module_utils._sink import compression_problem
 
-        return DockerTransport(params["container"], params["docker_host"] or DEFAULT_DOCKER_HOST,
-                               timeout=params["api_timeout"])
-    from ansible_collections.authentik_ops.backup.plugins.module_utils._k8s_exec import K8sTransport
-
-    return K8sTransport.from_module(module)
+    problem = compression_problem(module.params["compression"]) or check_dest(module, module.params["dest"])
+    if problem:
+        raise ConfigError(problem)
 
 
 def check_dest(module, dest):
@@ -159,6 +178,14 @@ def check_dest(module, dest):
     if os.path.lexists(dest) and not module.params.get("force"):
         return f"dest: {dest} already exists; choose a new path or set force=true to replace it"
     return None
+
+
+def open_sink(params):
+    """The AtomicSink of a data module's output options."""
+    from ansible_collections.authentik_ops.backup.plugins.module_utils._sink import AtomicSink
+
+    return AtomicSink(params["dest"], params["compression"], params["compression_level"],
+                      params["compression_threads"], recipients=params["encrypt_recipients"])
 
 
 def encryption_problem(recipients, dest):

@@ -7,11 +7,15 @@
 """A small Docker Engine API client over the daemon's unix socket, made for streaming.
 
 Only what the collection needs: container inspect, exec (create, start with a hijacked connection, 8-byte frame
-demultiplexing, inspect for the exit code) and the archive endpoint. No Docker SDK, no docker CLI.
+demultiplexing, inspect for the exit code), the archive endpoint and the container lifecycle. No Docker SDK, no
+docker CLI. On top of the client: ``DockerTransport`` (one container, the modules' ``Transport``),
+``DockerWorkloads`` (stop and start containers, all at once) and ``ScratchContainers`` (throw-away containers of
+backup_verify's restore test).
 """
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import socket
@@ -21,15 +25,20 @@ import urllib.parse
 
 from ansible_collections.authentik_ops.backup.plugins.module_utils._transport import (
     BoundedBuffer,
-    CappedBuffer,
+    Counted,
     ExecResult,
+    Transport,
     TransportError,
+    WorkloadState,
+    Workloads,
+    run_concurrently,
 )
 
 READ_SIZE = 1 << 20
 DEMUX_BUFFER = 1 << 20  # bytes asked of the exec stream per read (more only costs memory)
 RCVBUF = 4 << 20  # asked of the kernel for the exec socket (it caps it at net.core.rmem_max)
 STDOUT, STDERR = 1, 2
+EXEC_SETTLE = 10.0  # seconds an exec may still report Running after its stream ended
 
 
 def socket_path(docker_host):
@@ -63,10 +72,10 @@ class DockerClient:
         self.timeout = timeout
 
     # plain requests ------------------------------------------------------------------------------------------
-    def request(self, method, url, body=None, query=None):
+    def request(self, method, url, body=None, query=None, timeout=None):
         if query:
             url += "?" + urllib.parse.urlencode(query, doseq=True)
-        conn = _UnixConnection(self.path, self.timeout)
+        conn = _UnixConnection(self.path, self.timeout if timeout is None else timeout)
         headers = {}
         payload = None
         if body is not None:
@@ -91,13 +100,18 @@ class DockerClient:
             return parsed["message"]
         return data.decode("utf-8", "replace").strip()
 
-    def inspect_container(self, container):
-        status, parsed, data = self.request("GET", f"/containers/{urllib.parse.quote(container, safe='')}/json")
+    def _get_or_none(self, url, what):
+        """The JSON of ``GET url``, or None when the daemon answers 404."""
+        status, parsed, data = self.request("GET", url)
         if status == 404:
             return None
         if status != 200:
-            raise TransportError(f"inspecting container {container!r}: {self.api_message(parsed, data)}")
+            raise TransportError(f"inspecting {what}: {self.api_message(parsed, data)}")
         return parsed
+
+    def inspect_container(self, container):
+        return self._get_or_none(f"/containers/{urllib.parse.quote(container, safe='')}/json",
+                                 f"container {container!r}")
 
     # container lifecycle (restore and restore tests) --------------------------------------------------------
     def _container_url(self, container, action=""):
@@ -105,12 +119,8 @@ class DockerClient:
 
     def stop_container(self, container, timeout=30):
         """Stop a container (SIGTERM, then SIGKILL after ``timeout`` seconds). Already stopped is fine."""
-        saved, self.timeout = self.timeout, max(self.timeout, timeout + 30)
-        try:
-            status, parsed, data = self.request("POST", self._container_url(container, "/stop"),
-                                                query={"t": str(int(timeout))})
-        finally:
-            self.timeout = saved
+        status, parsed, data = self.request("POST", self._container_url(container, "/stop"),
+                                            query={"t": str(int(timeout))}, timeout=max(self.timeout, timeout + 30))
         if status not in (204, 304):
             raise TransportError(f"stopping container {container!r}: {self.api_message(parsed, data)}")
 
@@ -194,12 +204,7 @@ class DockerClient:
         return parsed or {}
 
     def inspect_image(self, image):
-        status, parsed, data = self.request("GET", f"/images/{urllib.parse.quote(image, safe=':/@')}/json")
-        if status == 404:
-            return None
-        if status != 200:
-            raise TransportError(f"inspecting image {image!r}: {self.api_message(parsed, data)}")
-        return parsed
+        return self._get_or_none(f"/images/{urllib.parse.quote(image, safe=':/@')}/json", f"image {image!r}")
 
     # exec --------------------------------------------------------------------------------------------------
     def exec_create(self, container, argv, env=None, stdin=False, user=None):
@@ -283,8 +288,8 @@ class DockerClient:
         return ExecResult(info.get("ExitCode"), stderr=stderr.getvalue(), complete=problem is None,
                           problem=problem)
 
-    def _wait_exec(self, exec_id, wait=10.0):
-        deadline = time.monotonic() + wait
+    def _wait_exec(self, exec_id, wait=None):
+        deadline = time.monotonic() + (EXEC_SETTLE if wait is None else wait)
         while True:
             info = self.exec_inspect(exec_id)
             if not info.get("Running") or time.monotonic() > deadline:
@@ -325,8 +330,6 @@ class DockerClient:
             conn.close()
         stat = {}
         if stat_header:
-            import base64
-
             try:
                 stat = json.loads(base64.b64decode(stat_header))
             except ValueError:
@@ -426,14 +429,15 @@ def _demux(sock, pending, on_stdout, on_stderr, wait_all=True):
         view.release()
 
 
-class DockerTransport:
+class DockerTransport(Transport):
     """The modules' view of one container."""
 
-    platform = "docker"
+    can_stop = True
+    extracts_top_dirs = True  # the daemon extracts as root: the top directories keep their owner and mode
 
-    def __init__(self, container, docker_host, timeout=60):
+    def __init__(self, container, docker_host, timeout=60, client=None):
         self.container = container
-        self.client = DockerClient(docker_host, timeout=timeout)
+        self.client = client or DockerClient(docker_host, timeout=timeout)
         self._info = None
 
     def describe(self):
@@ -453,6 +457,9 @@ class DockerTransport:
             self._info = info
         return self._info
 
+    def check_running(self):
+        self.inspect()
+
     def target_facts(self):
         info = self.inspect()
         return dict(platform="docker", container=info.get("Name", "").lstrip("/"), id=info.get("Id"),
@@ -465,13 +472,7 @@ class DockerTransport:
         self.inspect()
         return self.client.exec_run(self.container, argv, on_stdout, env=secret_env, stdin=stdin)
 
-    def exec_capture(self, argv, secret_env=None, limit=4 * 1024 * 1024):
-        out = CappedBuffer(limit)
-        result = self.exec_stream(argv, out.write, secret_env=secret_env)
-        result.stdout = out.getvalue()
-        return result
-
-    def archive(self, path, on_data):
+    def read_archive(self, path, on_data):
         self.inspect()
         return self.client.get_archive(self.container, path, on_data)
 
@@ -480,7 +481,6 @@ class DockerTransport:
         return self.client.path_exists(self.container, path)
 
     def refresh(self):
-        """Forget the cached inspect result (after the container was stopped or started)."""
         self._info = None
 
     def stop(self, timeout=30):
@@ -491,14 +491,82 @@ class DockerTransport:
         self.client.start_container(self.container)
         self._info = None
 
-    def put_archive(self, path, chunks):
-        """Extract a tar stream (iterable of bytes) at ``path`` in the container; works on a stopped one too."""
-        self.client.put_archive(self.container, path, chunks)
+    def write_archive(self, path, source):
+        """Extract a tar stream at ``path`` in the container; works on a stopped one too."""
+        counted = Counted(source())
+        self.client.put_archive(self.container, path, counted)
+        return dict(size=counted.size)
 
-    def is_mounted(self, path):
-        path = path.rstrip("/") or "/"
-        for dest in self.mounts():
-            dest = dest.rstrip("/") or "/"
-            if path == dest or path.startswith(dest + "/"):
-                return True
-        return False
+    def dump_helper(self):
+        from ansible_collections.authentik_ops.backup.plugins.module_utils._pg_helper import DumpHelper
+
+        return DumpHelper(self)
+
+
+class DockerWorkloads(Workloads):
+    """Containers stopped and started through the Engine API, all at once."""
+
+    def __init__(self, docker_host, timeout=60):
+        self.client = DockerClient(docker_host, timeout=timeout)
+        self._stop_timeouts = {}
+
+    def survey(self, names):
+        states = []
+        for name in names:
+            info = self.client.inspect_container(name)
+            if info is None:
+                raise TransportError(f"container {name!r} not found on the Docker host")
+            state = info.get("State") or {}
+            health = (state.get("Health") or {}).get("Status")
+            running = bool(state.get("Running")) and not state.get("Paused")
+            detail = state.get("Status") or "unknown"
+            states.append(WorkloadState(name, running, detail=f"{detail} ({health})" if health else detail))
+            self._stop_timeouts[name] = (info.get("Config") or {}).get("StopTimeout")
+        return states
+
+    def stop(self, states, timeout=None, wait=True, wait_timeout=300):
+        """``POST /stop`` returns once the container has stopped; ``timeout`` defaults to the container's own."""
+        del wait, wait_timeout
+        grace = {s.name: timeout if timeout is not None else (self._stop_timeouts.get(s.name) or 10) for s in states}
+        run_concurrently({name: (lambda n=name: self.client.stop_container(n, timeout=grace[n])) for name in grace})
+
+    def start(self, wanted, wait=True, wait_timeout=300):
+        deadline = time.monotonic() + wait_timeout
+        run_concurrently({name: (lambda n=name: self._start_one(n, wait, deadline)) for name in wanted})
+
+    def _start_one(self, name, wait, deadline):
+        self.client.start_container(name)
+        while wait:
+            state = (self.client.inspect_container(name) or {}).get("State") or {}
+            health = (state.get("Health") or {}).get("Status")
+            if state.get("Running") and health in (None, "healthy"):
+                return
+            if time.monotonic() > deadline:
+                raise TransportError(f"container {name!r} did not come up in time (status "
+                                     f"{state.get('Status', 'unknown')}{', health ' + health if health else ''})")
+            time.sleep(1)
+
+
+class ScratchContainers:
+    """Throw-away containers on the Docker host (backup_verify's restore test): no network, removed with their
+    anonymous volumes."""
+
+    def __init__(self, docker_host, timeout=60):
+        self.client = DockerClient(docker_host, timeout=timeout)
+
+    def describe(self):
+        return f"the Docker host (unix://{self.client.path})"
+
+    def has_image(self, image):
+        return self.client.inspect_image(image) is not None
+
+    def run(self, name, image, env, labels):
+        """Create and start a container of ``image`` without network; returns its Transport."""
+        body = dict(Image=image, Env=[f"{key}={value}" for key, value in env.items()], Labels=dict(labels),
+                    HostConfig=dict(NetworkMode="none"))
+        self.client.create_container(name, body)
+        self.client.start_container(name)
+        return DockerTransport(name, None, client=self.client)
+
+    def remove(self, name):
+        self.client.remove_container(name, force=True, volumes=True)

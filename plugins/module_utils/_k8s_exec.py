@@ -4,7 +4,7 @@
 
 # This module_utils is PRIVATE to authentik_ops.backup. It is not a public interface and may change at any time.
 
-"""Kubernetes transport: pod exec over the WebSocket protocol, read frame by frame.
+"""Kubernetes transport: pod exec over the WebSocket protocol, read frame by frame; Deployments scaled.
 
 Credentials come from kubernetes.core (``AUTH_ARG_SPEC`` options, ``get_api_client``); the connection is the
 kubernetes client's ``stream``. Its frames are read by ``_FrameReader`` from the WebSocket's socket into one 1 MiB
@@ -17,6 +17,9 @@ command's end is the status object on channel 3 (``{"status": "Success"}``, or `
 ``details.causes[{reason: ExitCode, message: "<code>"}]``) followed by a Close frame. A stream without a status
 frame was cut short, whatever its Close says. v4 cannot close the command's stdin: backups feed it only the secret
 lines read by the wrapper, and a command fed with more input must stop reading on its own.
+
+``K8sWorkloads`` stops and starts Deployments through their ``scale`` subresource (apps/v1) and waits until their
+pods are gone or their replicas are ready.
 """
 
 from __future__ import annotations
@@ -26,17 +29,24 @@ import posixpath
 import re
 import shlex
 import threading
+import time
 
+from ansible_collections.authentik_ops.backup.plugins.module_utils._errors import RestoreError
 from ansible_collections.authentik_ops.backup.plugins.module_utils._transport import (
     BoundedBuffer,
-    CappedBuffer,
     ExecResult,
+    Feed,
+    Transport,
     TransportError,
+    WorkloadState,
+    Workloads,
+    count_bytes,
+    run_concurrently,
     secret_env_wrapper,
 )
 
 try:
-    from kubernetes.client.api import core_v1_api
+    from kubernetes.client.api import apps_v1_api, core_v1_api
     from kubernetes.client.exceptions import ApiException
     from kubernetes.stream import stream
     from websocket import ABNF, WebSocketException
@@ -217,10 +227,42 @@ class _StdinFeeder(threading.Thread):
                 pass
 
 
-class K8sTransport:
-    """The modules' view of one container of one pod."""
+def api_call(kind, where, what, call, *args, **kwargs):
+    """``call(*args, **kwargs)`` of the kubernetes client; any failure is a TransportError naming ``kind`` (Pod,
+    Deployment) and ``where`` (namespace/name); a missing object says "not found"."""
+    try:
+        return call(*args, **kwargs)
+    except ApiException as exc:
+        if exc.status == 404:
+            raise TransportError(f"{kind} {where} not found") from exc
+        raise TransportError(f"{what} {kind} {where}: {api_error_message(exc)}") from exc
+    except Exception as exc:
+        raise TransportError(f"{what} {kind} {where}: {exc}") from exc
 
-    platform = "kubernetes"
+
+def build_api_client(params):
+    """The kubernetes client's ApiClient, built by kubernetes.core's ``get_api_client`` from the auth options."""
+    if not HAS_KUBERNETES:
+        raise TransportError(f"platform=kubernetes needs the Python 'kubernetes' client on this host: "
+                             f"{KUBERNETES_IMPORT_ERROR}")
+    try:
+        from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
+        from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
+    except ImportError as exc:
+        raise TransportError(f"platform=kubernetes needs the kubernetes.core collection: {exc}") from exc
+    auth = {name: params.get(name) for name in AUTH_ARG_SPEC if params.get(name) is not None}
+    try:
+        client = get_api_client(None, **auth)
+    except Exception as exc:  # kubernetes.core raises its own CoreException; all mean the same here
+        raise TransportError(f"cannot build a Kubernetes client from the auth options: {exc}") from exc
+    return client.client.client
+
+
+EXTRACT_SH = 'head -c "$1" | tar -C "$2" -xf -'
+
+
+class K8sTransport(Transport):
+    """The modules' view of one container of one pod."""
 
     def __init__(self, api_client, namespace, pod, container=None):
         self.api = core_v1_api.CoreV1Api(api_client)
@@ -230,22 +272,8 @@ class K8sTransport:
         self._pod = None
 
     @classmethod
-    def from_module(cls, module):
-        if not HAS_KUBERNETES:
-            raise TransportError(f"platform=kubernetes needs the Python 'kubernetes' client on this host: "
-                                 f"{KUBERNETES_IMPORT_ERROR}")
-        try:
-            from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
-            from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
-        except ImportError as exc:
-            raise TransportError(f"platform=kubernetes needs the kubernetes.core collection: {exc}") from exc
-        auth = {name: module.params.get(name) for name in AUTH_ARG_SPEC if module.params.get(name) is not None}
-        try:
-            client = get_api_client(None, **auth)
-        except Exception as exc:  # kubernetes.core raises its own CoreException; all mean the same here
-            raise TransportError(f"cannot build a Kubernetes client from the auth options: {exc}") from exc
-        return cls(client.client.client, module.params["namespace"], module.params["pod"],
-                   module.params.get("pod_container"))
+    def from_params(cls, params):
+        return cls(build_api_client(params), params["namespace"], params["pod"], params.get("pod_container"))
 
     def describe(self):
         where = f"pod {self.namespace}/{self.pod}"
@@ -253,14 +281,8 @@ class K8sTransport:
 
     def inspect(self):
         if self._pod is None:
-            try:
-                pod = self.api.read_namespaced_pod(self.pod, self.namespace)
-            except ApiException as exc:
-                if exc.status == 404:
-                    raise TransportError(f"pod {self.namespace}/{self.pod} not found") from exc
-                raise TransportError(f"reading pod {self.namespace}/{self.pod}: {api_error_message(exc)}") from exc
-            except Exception as exc:
-                raise TransportError(f"reading pod {self.namespace}/{self.pod}: {exc}") from exc
+            pod = api_call("pod", f"{self.namespace}/{self.pod}", "reading", self.api.read_namespaced_pod, self.pod,
+                           self.namespace)
             names = [c.name for c in pod.spec.containers]
             if self.container is None:
                 self.container = names[0]
@@ -275,6 +297,9 @@ class K8sTransport:
                                          "running")
             self._pod = pod
         return self._pod
+
+    def check_running(self):
+        self.inspect()
 
     def refresh(self):
         """Forget the cached pod (after its container restarted)."""
@@ -321,10 +346,7 @@ class K8sTransport:
             argv = secret_env_wrapper(list(secret_env), argv)
             prefix = b"".join(value.encode("utf-8") + b"\n" for value in secret_env.values())
         resp = self._open(argv, stdin=bool(prefix) or stdin is not None)
-        stderr = BoundedBuffer()
-        status = bytearray()
-        stdout_bytes = 0
-        problem = None
+        reading = _ExecReading(on_stdout)
         feeder = None
         try:
             sock = resp.sock
@@ -333,45 +355,15 @@ class K8sTransport:
             if stdin is not None:
                 feeder = _StdinFeeder(resp, stdin)
                 feeder.start()
-            for opcode, data in _FrameReader(sock).messages():
-                if opcode not in (OP_BINARY, OP_TEXT):
-                    continue
-                if len(data) < 2:
-                    continue  # the kubelet's initial empty frame
-                channel = data[0]
-                if channel == STDOUT:
-                    payload = data[1:]
-                    stdout_bytes += len(payload)
-                    on_stdout(payload)
-                elif channel == STDERR:
-                    stderr.write(data[1:])
-                elif channel == STATUS:
-                    if len(status) < STATUS_LIMIT:
-                        status += data[1:]
+            reading.read(sock)
         except (OSError, WebSocketException, TransportError) as exc:
-            problem = f"reading the exec stream of {self.describe()} failed: {exc or exc.__class__.__name__}"
+            reading.problem = f"reading the exec stream of {self.describe()} failed: {exc or exc.__class__.__name__}"
         finally:
             try:
                 resp.close()
             except Exception:
                 pass
-        exit_code, status_problem = parse_status(bytes(status))
-        if problem and exit_code is not None:
-            problem = None  # the status arrived; only the closing handshake was lost
-        problem = problem or status_problem
-        if feeder is not None:
-            feeder.join(5)
-            if feeder.error:
-                problem = f"sending input to the command failed: {feeder.error}"
-        complete = exit_code is not None and problem is None
-        return ExecResult(exit_code if complete else None, stderr=stderr.getvalue(), stdout_bytes=stdout_bytes,
-                          complete=complete, problem=problem)
-
-    def exec_capture(self, argv, secret_env=None, limit=4 * 1024 * 1024):
-        out = CappedBuffer(limit)
-        result = self.exec_stream(argv, out.write, secret_env=secret_env)
-        result.stdout = out.getvalue()
-        return result
+        return reading.result(feeder)
 
     def path_exists(self, path):
         result = self.exec_capture(["sh", "-c", 'test -e "$1" && echo yes || echo no', "sh", path])
@@ -380,16 +372,7 @@ class K8sTransport:
                                  f"{result.stderr[-300:].decode('utf-8', 'replace')}")
         return result.stdout.strip() == b"yes"
 
-    def is_mounted(self, path):
-        """Whether ``path`` is a volume mount of the container (or inside one), from the pod spec."""
-        path = path.rstrip("/") or "/"
-        for dest in self.mounts():
-            dest = dest.rstrip("/") or "/"
-            if path == dest or path.startswith(dest.rstrip("/") + "/"):
-                return True
-        return False
-
-    def archive(self, path, on_data):
+    def read_archive(self, path, on_data):
         """``tar -C <parent> -cf - <name>`` in the pod; None when the path does not exist.
 
         Members are named from the path's last component, as Docker's archive endpoint names them.
@@ -406,3 +389,155 @@ class K8sTransport:
                                  f"{result.stderr[-1000:].decode('utf-8', 'replace').strip()} "
                                  f"(command: {shlex.join(argv)})")
         return {"name": relative}
+
+    def write_archive(self, path, source):
+        """``head -c <size> | tar -C <path> -xf -`` in the pod: the stream is counted first (the exec cannot close
+        stdin), then sent exactly; a source that fails is padded with newlines (not a tar header)."""
+        size = count_bytes(source())
+        feed = Feed(source(), size)
+        result = self.exec_stream(["sh", "-c", EXTRACT_SH, "sh", str(size), path], _discard, stdin=feed)
+        if feed.error is not None:
+            raise RestoreError(f"reading the archive failed while it was sent: {feed.error}")
+        if not result.complete or result.exit_code != 0:
+            raise TransportError(f"tar in {self.describe()} failed extracting into {path} "
+                                 f"({result.problem or f'exit status {result.exit_code}'}): "
+                                 f"{result.stderr[-2000:].decode('utf-8', 'replace').strip()}")
+        return dict(size=size)
+
+
+def _discard(data):
+    del data  # tar -x prints nothing on stdout; nothing to keep
+
+
+class _ExecReading:
+    """The output side of one exec: stdout to the consumer, stderr bounded, the status frame collected."""
+
+    def __init__(self, on_stdout):
+        self.on_stdout = on_stdout
+        self.stderr = BoundedBuffer()
+        self.status = bytearray()
+        self.stdout_bytes = 0
+        self.problem = None
+
+    def read(self, sock):
+        on_stdout, stderr, status = self.on_stdout, self.stderr, self.status
+        stdout_bytes = 0
+        try:
+            for opcode, data in _FrameReader(sock).messages():
+                if opcode not in (OP_BINARY, OP_TEXT):
+                    continue
+                if len(data) < 2:
+                    continue  # the kubelet's initial empty frame
+                channel = data[0]
+                if channel == STDOUT:
+                    payload = data[1:]
+                    stdout_bytes += len(payload)
+                    on_stdout(payload)
+                elif channel == STDERR:
+                    stderr.write(data[1:])
+                elif channel == STATUS:
+                    if len(status) < STATUS_LIMIT:
+                        status += data[1:]
+        finally:
+            self.stdout_bytes += stdout_bytes
+
+    def result(self, feeder):
+        exit_code, status_problem = parse_status(bytes(self.status))
+        problem = self.problem
+        if problem and exit_code is not None:
+            problem = None  # the status arrived; only the closing handshake was lost
+        problem = problem or status_problem
+        if feeder is not None:
+            feeder.join(5)
+            if feeder.error:
+                problem = f"sending input to the command failed: {feeder.error}"
+        complete = exit_code is not None and problem is None
+        return ExecResult(exit_code if complete else None, stderr=self.stderr.getvalue(),
+                          stdout_bytes=self.stdout_bytes, complete=complete, problem=problem)
+
+
+# --- Deployments --------------------------------------------------------------------------------------------------
+
+POLL = 1.0
+
+
+def deployment_ready(deployment):
+    """kubernetes.core's test for a Deployment that has reached its desired replicas (``k8s_scale`` ``wait``)."""
+    status = deployment.status
+    return bool(status
+                and deployment.spec.replicas == (status.replicas or 0)
+                and status.available_replicas == status.replicas
+                and status.observed_generation == deployment.metadata.generation
+                and not status.unavailable_replicas)
+
+
+class K8sWorkloads(Workloads):
+    """Deployments of one namespace, scaled through their ``scale`` subresource, all at once."""
+
+    scales = True
+    kind = "Deployment"
+
+    def __init__(self, client, namespace):
+        self.apps = apps_v1_api.AppsV1Api(client)
+        self.core = core_v1_api.CoreV1Api(client)
+        self.namespace = namespace
+
+    @classmethod
+    def from_params(cls, params):
+        return cls(build_api_client(params), params["namespace"])
+
+    def _call(self, what, name, call, *args, **kwargs):
+        return api_call("Deployment", f"{self.namespace}/{name}", what, call, *args, **kwargs)
+
+    def survey(self, names):
+        states = []
+        for name in names:
+            scale = self._call("reading the scale of", name, self.apps.read_namespaced_deployment_scale, name,
+                               self.namespace)
+            wanted = int(scale.spec.replicas or 0)
+            current = int((scale.status.replicas if scale.status else 0) or 0)
+            states.append(WorkloadState(name, wanted > 0, replicas=wanted, detail=f"{current} of {wanted} replicas"))
+        return states
+
+    def _scale(self, name, replicas):
+        self._call("scaling", name, self.apps.patch_namespaced_deployment_scale, name, self.namespace,
+                   {"spec": {"replicas": int(replicas)}})
+
+    def stop(self, states, timeout=None, wait=True, wait_timeout=300):
+        """Scale to 0, then (``wait``) until the Deployment reports no replica and no pod of it is left."""
+        del timeout  # the pods' own termination grace period applies
+        deadline = time.monotonic() + wait_timeout
+        run_concurrently({s.name: (lambda n=s.name: self._stop_one(n, wait, deadline)) for s in states})
+
+    def _stop_one(self, name, wait, deadline):
+        self._scale(name, 0)
+        while wait:
+            deployment = self._call("reading", name, self.apps.read_namespaced_deployment, name, self.namespace)
+            labels = (deployment.spec.selector.match_labels or {}) if deployment.spec.selector else {}
+            selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+            pods = self._call("listing the pods of", name, self.core.list_namespaced_pod, self.namespace,
+                              label_selector=selector).items if selector else []
+            if deployment_ready(deployment) and not pods:
+                return
+            if time.monotonic() > deadline:
+                raise TransportError(f"Deployment {self.namespace}/{name} still has {len(pods)} pod(s) after "
+                                     "being scaled to 0")
+            time.sleep(POLL)
+
+    def start(self, wanted, wait=True, wait_timeout=300):
+        """Scale to the replicas of ``wanted``, then (``wait``) until they are ready."""
+        deadline = time.monotonic() + wait_timeout
+        run_concurrently({name: (lambda n=name, r=replicas: self._start_one(n, r, wait, deadline))
+                          for name, replicas in wanted.items()})
+
+    def _start_one(self, name, replicas, wait, deadline):
+        self._scale(name, replicas)
+        while wait:
+            deployment = self._call("reading", name, self.apps.read_namespaced_deployment, name, self.namespace)
+            if deployment_ready(deployment):
+                return
+            if time.monotonic() > deadline:
+                status = deployment.status
+                raise TransportError(f"Deployment {self.namespace}/{name} has {(status and status.ready_replicas) or 0}"
+                                     f" of {replicas} replicas ready")
+            time.sleep(POLL)

@@ -16,6 +16,9 @@ The helper runs as the module's own uid and gid, with a read-only root filesyste
 ``no-new-privileges`` and a small PID limit, and is removed when the dump ends (a helper left behind by a killed
 run is removed by the next dump of the same database). Anything that keeps the helper from starting or from
 writing its first byte is reported as ``HelperUnavailable`` so that the caller can dump through exec instead.
+
+The Docker transport offers it as a capability: ``DockerTransport.dump_helper()`` returns a :class:`DumpHelper`,
+which postgres_dump asks to ``probe`` and then to ``dump``, knowing nothing of Docker.
 """
 
 from __future__ import annotations
@@ -30,8 +33,13 @@ import tempfile
 import threading
 import time
 
+from ansible_collections.authentik_ops.backup.plugins.module_utils import _proc
+from ansible_collections.authentik_ops.backup.plugins.module_utils._errors import (
+    HelperUnavailable,
+    TransportError,
+)
 from ansible_collections.authentik_ops.backup.plugins.module_utils._postgres import shell
-from ansible_collections.authentik_ops.backup.plugins.module_utils._transport import BoundedBuffer, TransportError
+from ansible_collections.authentik_ops.backup.plugins.module_utils._transport import BoundedBuffer
 
 HELPER_LABEL = "io.authentik-ops.backup.helper"
 HELPER_FOR_LABEL = "io.authentik-ops.backup.helper-for"
@@ -79,10 +87,6 @@ echo """ + READY + r"""
 u=$1; h=$2; p=$3; shift 3
 exec pg_dumpall --clean --if-exists --no-password -h "$h" -p "$p" -U "$u" "$@" < /dev/null >&3 3>&-
 """
-
-
-class HelperUnavailable(Exception):
-    """The helper cannot be used here; the message says why (the dump can go through exec instead)."""
 
 
 class HelperPlan:
@@ -212,43 +216,14 @@ STALE_CREATED = 600  # seconds after which a helper that was created but never s
 HELPER_OWNER_LABEL = "io.authentik-ops.backup.helper-owner"
 
 
-def _read(path):
-    try:
-        with open(path, encoding="ascii") as handle:
-            return handle.read().strip()
-    except OSError:
-        return ""
-
-
-def _start_time(pid):
-    stat = _read(f"/proc/{pid}/stat")
-    # the command may hold spaces and parentheses: the fields after it start after the last ')'
-    fields = stat[stat.rfind(")") + 2:].split() if stat else []
-    return fields[19] if len(fields) > 19 else ""
-
-
-def _pid_namespace():
-    try:
-        return os.readlink("/proc/self/ns/pid")
-    except OSError:
-        return ""
-
-
 def owner_id(pid=None):
     """Who created a helper: boot id, pid namespace, pid and the process's start time."""
-    pid = os.getpid() if pid is None else pid
-    return "/".join([_read("/proc/sys/kernel/random/boot_id"), _pid_namespace(), str(pid), _start_time(pid)])
+    return _proc.owner_id(pid)
 
 
 def owner_alive(owner):
     """True or False when the owner can be judged from here (same boot and pid namespace), else None."""
-    parts = (owner or "").split("/")
-    if len(parts) != 4 or not all(parts):
-        return None
-    boot, pidns, pid, started = parts
-    if boot != _read("/proc/sys/kernel/random/boot_id") or pidns != _pid_namespace() or not pid.isdigit():
-        return None
-    return _start_time(int(pid)) == started
+    return _proc.owner_alive(owner)
 
 
 def remove_stale(client, db_id, now=None):
@@ -323,100 +298,144 @@ READY_TIMEOUT = 30.0  # seconds for the helper to open the FIFO once started
 EXIT_TIMEOUT = 120.0  # seconds for the helper to exit after the end of its dump
 
 
+class DumpHelper:
+    """The dump helper of one database container, as the Docker transport offers it to postgres_dump."""
+
+    def __init__(self, transport):
+        self.transport = transport
+
+    def describe(self):
+        return f"the helper of {self.transport.describe()}"
+
+    def probe(self, params, secret_env):
+        """A HelperPlan when the server accepts the dump's role over loopback TCP, else HelperUnavailable."""
+        return probe(self.transport, params, secret_env)
+
+    def dump(self, plan, extra_args, workdir, on_data):
+        """Run the helper (see :func:`run`); returns a HelperOutcome."""
+        return run(self.transport.client, self.transport.inspect(), plan, extra_args, workdir, on_data)
+
+
 def run(client, db_info, plan, extra_args, workdir, on_data):
     """Run the helper and feed its dump to ``on_data``; returns a HelperOutcome.
 
     Raises HelperUnavailable when the helper could not be set up, started, or ended or failed before its first
     byte reached ``on_data`` (the dump can then go through exec), TransportError for errors after that.
     """
-    db_id = db_info["Id"]
     try:
-        remove_stale(client, db_id)
+        remove_stale(client, db_info["Id"])
     except TransportError:
         pass  # a leftover is only clutter; never a reason to fail or to skip the dump
-    name = f"{db_info.get('Name', '').lstrip('/') or db_id[:12]}-pgdump-{secrets.token_hex(4)}"
-    try:
-        private = tempfile.mkdtemp(prefix=PRIVATE_PREFIX, dir=workdir)
-    except OSError as exc:
-        raise HelperUnavailable(f"cannot create the helper's private directory in {workdir}: {exc}") from exc
-    fed = [0]
-
-    def feed(data):
-        fed[0] += len(data)
-        on_data(data)
-
-    container_id = fd = sock = reader = waiter = None
+    helper = _HelperRun(client, db_info, workdir, on_data)
     with _SignalGuard() as guard:
         try:
-            try:
-                os.chmod(private, 0o700)
-                fifo = os.path.join(private, FIFO_NAME)
-                os.mkfifo(fifo, 0o600)
-                fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-            except OSError as exc:
-                raise HelperUnavailable(f"the helper's FIFO could not be set up in {workdir}: {exc}") from exc
-            try:
-                fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
-            except OSError:
-                pass  # the default pipe works, with more wake-ups
-            body = container_body(db_info, plan, extra_args, private, os.geteuid(), os.getegid(),
-                                  daemon=daemon_traits(client), owner=owner_id())
-            try:
-                container_id = client.create_container(name, body)
-                waiter = _Waiter(client, container_id)
-                waiter.start()
-                sock, pending = client.attach(container_id)
-                reader = _AttachReader(sock, pending)
-                reader.start()
-                client.start_container(container_id)
-            except TransportError as exc:
-                raise HelperUnavailable(f"the helper container could not be started: {exc}") from exc
-            try:
-                sock.sendall((plan.password + "\n").encode("utf-8"))
-                sock.shutdown(socket.SHUT_WR)
-            except OSError as exc:
-                raise HelperUnavailable(f"the password could not be handed to the helper: {exc}") from exc
-            deadline = time.monotonic() + READY_TIMEOUT
-            while not reader.ready.wait(0.05):
-                if waiter.done.is_set():
-                    reader.join(2)  # the last of its stderr
-                    raise HelperUnavailable(f"the helper ended with status {waiter.exit_code} before opening its "
-                                            f"FIFO: {reader.stderr.getvalue().decode('utf-8', 'replace').strip()}")
-                if time.monotonic() > deadline:
-                    raise HelperUnavailable(
-                        f"the helper did not open its FIFO within {READY_TIMEOUT:.0f} s (is {workdir} shared with "
-                        "the Docker daemon through a VM or network file system?)")
-            _pump(fd, waiter.done, feed)
-            if not waiter.done.wait(EXIT_TIMEOUT):
+            helper.make_fifo()
+            helper.launch(plan, extra_args)
+            helper.hand_over(plan.password)
+            helper.wait_ready()
+            _pump(helper.fd, helper.waiter.done, helper.feed)
+            if not helper.waiter.done.wait(EXIT_TIMEOUT):
                 raise TransportError(f"the helper did not exit within {EXIT_TIMEOUT:.0f} s after its dump ended")
-            return HelperOutcome(waiter.exit_code, reader.stderr.getvalue(), waiter.error)
+            return HelperOutcome(helper.waiter.exit_code, helper.reader.stderr.getvalue(), helper.waiter.error)
         except (TransportError, OSError) as exc:
-            if fed[0] == 0:
+            if helper.fed == 0:
                 raise HelperUnavailable(f"the helper failed before its first byte: {exc}") from exc
             if isinstance(exc, OSError):
                 raise TransportError(f"reading the helper's FIFO: {exc}") from exc
             raise
         finally:
             guard.hold()
-            if sock is not None:
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-            if reader is not None:
-                reader.join(5)
-            if sock is not None:
-                sock.close()
-            if fd is not None:
-                os.close(fd)
-            if container_id is not None:
-                try:
-                    client.remove_container(container_id)
-                except TransportError:
-                    pass  # removed by the next dump (remove_stale: its owner is gone)
-            if waiter is not None:
-                waiter.join(5)
-            shutil.rmtree(private, ignore_errors=True)
+            helper.clean_up()
+
+
+class _HelperRun:
+    """The parts of one helper run (private directory and FIFO, container, attach stream, wait) and their
+    removal."""
+
+    def __init__(self, client, db_info, workdir, on_data):
+        self.client = client
+        self.db_info = db_info
+        self.workdir = workdir
+        self.on_data = on_data
+        self.fed = 0
+        self.container_id = self.fd = self.sock = self.reader = self.waiter = None
+        name = db_info.get("Name", "").lstrip("/") or db_info["Id"][:12]
+        self.name = f"{name}-pgdump-{secrets.token_hex(4)}"
+        try:
+            self.private = tempfile.mkdtemp(prefix=PRIVATE_PREFIX, dir=workdir)
+        except OSError as exc:
+            raise HelperUnavailable(f"cannot create the helper's private directory in {workdir}: {exc}") from exc
+
+    def feed(self, data):
+        self.fed += len(data)
+        self.on_data(data)
+
+    def make_fifo(self):
+        try:
+            os.chmod(self.private, 0o700)
+            fifo = os.path.join(self.private, FIFO_NAME)
+            os.mkfifo(fifo, 0o600)
+            self.fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            raise HelperUnavailable(f"the helper's FIFO could not be set up in {self.workdir}: {exc}") from exc
+        try:
+            fcntl.fcntl(self.fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
+        except OSError:
+            pass  # the default pipe works, with more wake-ups
+
+    def launch(self, plan, extra_args):
+        body = container_body(self.db_info, plan, extra_args, self.private, os.geteuid(), os.getegid(),
+                              daemon=daemon_traits(self.client), owner=owner_id())
+        try:
+            self.container_id = self.client.create_container(self.name, body)
+            self.waiter = _Waiter(self.client, self.container_id)
+            self.waiter.start()
+            self.sock, pending = self.client.attach(self.container_id)
+            self.reader = _AttachReader(self.sock, pending)
+            self.reader.start()
+            self.client.start_container(self.container_id)
+        except TransportError as exc:
+            raise HelperUnavailable(f"the helper container could not be started: {exc}") from exc
+
+    def hand_over(self, password):
+        try:
+            self.sock.sendall((password + "\n").encode("utf-8"))
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            raise HelperUnavailable(f"the password could not be handed to the helper: {exc}") from exc
+
+    def wait_ready(self):
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not self.reader.ready.wait(0.05):
+            if self.waiter.done.is_set():
+                self.reader.join(2)  # the last of its stderr
+                raise HelperUnavailable(f"the helper ended with status {self.waiter.exit_code} before opening its "
+                                        f"FIFO: {self.reader.stderr.getvalue().decode('utf-8', 'replace').strip()}")
+            if time.monotonic() > deadline:
+                raise HelperUnavailable(
+                    f"the helper did not open its FIFO within {READY_TIMEOUT:.0f} s (is {self.workdir} shared with "
+                    "the Docker daemon through a VM or network file system?)")
+
+    def clean_up(self):
+        if self.sock is not None:
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if self.reader is not None:
+            self.reader.join(5)
+        if self.sock is not None:
+            self.sock.close()
+        if self.fd is not None:
+            os.close(self.fd)
+        if self.container_id is not None:
+            try:
+                self.client.remove_container(self.container_id)
+            except TransportError:
+                pass  # removed by the next dump (remove_stale: its owner is gone)
+        if self.waiter is not None:
+            self.waiter.join(5)
+        shutil.rmtree(self.private, ignore_errors=True)
 
 
 def _pump(fd, writer_gone, on_data):

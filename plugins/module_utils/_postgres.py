@@ -85,11 +85,8 @@ def restore_dump(transport, params, src, compression, role, size, database="post
     Returns (ExecResult, Feed, RoleFilter, DumpCheck); the run failed if ``Feed.error`` is set (the source could
     not be sent as counted; psql was then stopped with an error). Transport errors propagate.
     """
-    from ansible_collections.authentik_ops.backup.plugins.module_utils._restore import (
-        PSQL_POISON,
-        Feed,
-        dump_stream,
-    )
+    from ansible_collections.authentik_ops.backup.plugins.module_utils._restore import PSQL_POISON, dump_stream
+    from ansible_collections.authentik_ops.backup.plugins.module_utils._transport import Feed
 
     stream, role_filter, check = dump_stream(src, compression, role)
     feed = Feed(stream, size, PSQL_POISON)

@@ -13,7 +13,7 @@ or the container's REDIS_PASSWORD / REDIS_PASSWORD_FILE), never as ``-a``.
 from __future__ import annotations
 
 from ansible_collections.authentik_ops.backup.plugins.module_utils._common import excerpt
-from ansible_collections.authentik_ops.backup.plugins.module_utils._transport import TransportError
+from ansible_collections.authentik_ops.backup.plugins.module_utils._errors import RedisAnswerError, TransportError
 
 AUTH_SH = r"""
 if [ -z "${REDISCLI_AUTH:-}" ]; then
@@ -32,13 +32,14 @@ for c in "$@"; do printf '@@%s\n' "$c"; redis-cli --raw $c 2>&1; done
 AUTH_ERRORS = ("NOAUTH", "WRONGPASS", "ERR invalid password", "AUTH failed")
 
 
-class RedisAnswerError(Exception):
-    pass
-
-
 def run_commands(transport, params, commands):
+    """Run each redis-cli command of ``commands`` in the target; {command: [answer lines]}.
+
+    Raises RedisAnswerError when Redis refuses the authentication or cannot be reached, TransportError when the
+    exec fails.
+    """
     argv = ["sh", "-c", PROBE_SH, "sh"] + list(commands)
-    secret = {"REDISCLI_AUTH": params["password"]} if params["password"] else None
+    secret = {"REDISCLI_AUTH": params["password"]} if params.get("password") else None
     result = transport.exec_capture(argv, secret_env=secret)
     if not result.ok:
         raise TransportError(f"redis-cli failed in {transport.describe()}: "

@@ -9,7 +9,8 @@
 A Kubernetes ``v4.channel.k8s.io`` exec cannot close the command's stdin, so the remote side must stop reading on
 its own: every restore runs ``head -c <N> | <command>`` where N is the exact byte count of what will be sent. The
 count comes from a first pass over the same (decompressed, filtered) generator; the second pass sends it and is
-cut to exactly N bytes by :func:`exact_length`, which fails if the source changed in between.
+cut to exactly N bytes by ``_transport.exact_length`` (inside ``_transport.Feed``), which fails if the source
+changed in between.
 """
 
 from __future__ import annotations
@@ -18,19 +19,15 @@ import os
 import re
 import tarfile
 
+from ansible_collections.authentik_ops.backup.plugins.module_utils._errors import ConfigError, RestoreError
 from ansible_collections.authentik_ops.backup.plugins.module_utils._formats import (
     PG_DUMPALL_HEADER,
     pg_dumpall_complete,
 )
-from ansible_collections.authentik_ops.backup.plugins.module_utils._sink import open_decompressed
-
-CHUNK = 1 << 20
+from ansible_collections.authentik_ops.backup.plugins.module_utils._sink import compression_problem, open_decompressed
+from ansible_collections.authentik_ops.backup.plugins.module_utils._transport import CHUNK, count_bytes, exact_length
 HEAD_BYTES = 4096
 TAIL_BYTES = 64 * 1024
-
-
-class RestoreError(Exception):
-    """The source cannot be restored; the message says why."""
 
 
 def compression_of(path, compression="auto"):
@@ -59,81 +56,6 @@ def iter_file(path, compression="auto", chunk=CHUNK):
         handle.close()
 
 
-def count_bytes(chunks):
-    """Consume a generator; returns the number of bytes it yields."""
-    total = 0
-    for block in chunks:
-        total += len(block)
-    return total
-
-
-def exact_length(chunks, expected):
-    """Pass ``chunks`` through, checking that they add up to exactly ``expected`` bytes.
-
-    Raises RestoreError as soon as more bytes come, or at the end if fewer came, so a source that changed between
-    the counting pass and the sending pass never feeds the remote ``head -c`` a wrong amount silently.
-    """
-    sent = 0
-    for block in chunks:
-        sent += len(block)
-        if sent > expected:
-            raise RestoreError(f"the source grew while it was sent (more than the {expected} bytes counted before); "
-                               "it must not change during a restore")
-        yield block
-    if sent != expected:
-        raise RestoreError(f"the source shrank while it was sent ({sent} of the {expected} bytes counted before); "
-                           "it must not change during a restore")
-
-
-class Feed:
-    """The input of a ``head -c <expected> | command`` pipeline: always exactly ``expected`` bytes.
-
-    A source that fails, grows or shrinks while it is sent is recorded in ``error`` instead of raised: the bytes
-    still owed are then sent as ``poison`` followed by newlines, so the remote ``head`` ends on its own and the exec
-    finishes (a Kubernetes exec cannot close stdin; an exception would leave ``head`` waiting for ever). The caller
-    must check ``error`` after the command and treat the run as failed.
-    """
-
-    def __init__(self, chunks, expected, poison=b""):
-        self.chunks = chunks
-        self.expected = expected
-        self.poison = poison
-        self.sent = 0
-        self.error = None
-
-    def __iter__(self):
-        try:
-            for block in self.chunks:
-                room = self.expected - self.sent
-                if len(block) > room:
-                    if room:
-                        self.sent += room
-                        yield bytes(block[:room])
-                    raise RestoreError(f"the source grew while it was sent (more than the {self.expected} bytes "
-                                       "counted before); it must not change during a restore")
-                self.sent += len(block)
-                yield block
-            if self.sent != self.expected:
-                raise RestoreError(f"the source shrank while it was sent ({self.sent} of the {self.expected} bytes "
-                                   "counted before); it must not change during a restore")
-        except Exception as exc:  # any failure of the source: record it, then fill up to the promised size
-            self.error = exc
-            yield from self._fill()
-
-    def _fill(self):
-        owed = self.expected - self.sent
-        if owed <= 0:
-            return
-        filler = self.poison[:owed]
-        self.sent += len(filler)
-        if filler:
-            yield filler
-        while self.sent < self.expected:
-            take = min(CHUNK, self.expected - self.sent)
-            self.sent += take
-            yield b"\n" * take
-
-
 # Ends whatever psql is doing with an error: leaves a COPY block, then calls a function that does not exist.
 PSQL_POISON = b"\n\\.\n;\nSELECT akbt_restore_input_aborted();\n"
 
@@ -142,6 +64,27 @@ def file_identity(path):
     """Size and mtime of a file, to notice that it changed between two passes."""
     stat = os.stat(path)
     return (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+
+
+class Source:
+    """The file a restore reads (``src``), checked before anything is touched: readable, decryptable with the
+    identities given, and of a codec this host can decode. ``changed()`` tells whether it changed since."""
+
+    def __init__(self, params, **fields):
+        from ansible_collections.authentik_ops.backup.plugins.module_utils._common import prepare_decryption
+
+        self.path = params["src"]
+        if not os.path.isfile(self.path) or not os.access(self.path, os.R_OK):
+            raise ConfigError(f"src: {self.path} is not a readable file on this host", **fields)
+        self.encryption = prepare_decryption(params, self.path, **fields)
+        self.compression = compression_of(self.path, params["compression"])
+        problem = compression_problem(self.compression)
+        if problem:
+            raise ConfigError(f"src: {problem}", **fields)
+        self.identity = file_identity(self.path)
+
+    def changed(self):
+        return file_identity(self.path) != self.identity
 
 
 # --- pg_dumpall scripts -------------------------------------------------------------------------------------------

@@ -27,6 +27,8 @@ try:
 except ImportError:  # only needed for compression=zstd
     zstandard = None
 
+from ansible_collections.authentik_ops.backup.plugins.module_utils._errors import SinkError
+from ansible_collections.authentik_ops.backup.plugins.module_utils._fsutil import fsync_dir
 from ansible_collections.authentik_ops.backup.plugins.module_utils._age import (
     HEADER_LINE as AGE_HEADER_LINE,
     SUFFIX as AGE_SUFFIX,
@@ -41,10 +43,6 @@ DEFAULT_LEVELS = {"gzip": 6, "zstd": 3}
 TAIL_BYTES = 64 * 1024
 QUEUE_DEPTH = 4  # chunks between the reader and the writer thread (each at most about 1 MiB)
 COALESCE = 1 << 20  # small writes (a WebSocket frame, a pipe read) are gathered into chunks of this size
-
-
-class SinkError(Exception):
-    pass
 
 
 def compression_problem(compression):
@@ -297,25 +295,6 @@ class AtomicSink:
         if exc_type is not None:
             self.abort()
         return False
-
-
-def fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def sha256_file(path, chunk=1 << 20):
-    sha = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while True:
-            block = handle.read(chunk)
-            if not block:
-                break
-            sha.update(block)
-    return sha.hexdigest()
 
 
 def open_encrypted(path, identities=None):

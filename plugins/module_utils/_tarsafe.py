@@ -28,13 +28,14 @@ import os
 import stat
 import tarfile
 
+from ansible_collections.authentik_ops.backup.plugins.module_utils._errors import FormatError
 from ansible_collections.authentik_ops.backup.plugins.module_utils._formats import TarWalker
 
 CHUNK = 1 << 20
 MAX_LINK_DEPTH = 40
 
 
-class TarSafetyError(Exception):
+class TarSafetyError(FormatError):
     """The archive is unsafe or unreadable; the message names the member."""
 
 
@@ -115,18 +116,88 @@ def _resolve(start_parts, target, symlinks, depth=0):
     return parts
 
 
+class _MemberRules:
+    """The per-member rules of :func:`validate_stream`, and what they remember of the members seen so far."""
+
+    def __init__(self, allowed_tops):
+        self.allowed = set(allowed_tops) if allowed_tops is not None else None
+        self.summary = ArchiveSummary()
+        self.symlinks = {}
+        self.regular = set()
+        self.seen_tops = []
+
+    def check(self, member):
+        name = member.name
+        try:
+            parts = normalize(name)
+        except ValueError as exc:
+            raise TarSafetyError(f"member {name!r}: {exc}") from None
+        top = parts[0]
+        if self.allowed is not None and top not in self.allowed:
+            raise TarSafetyError(f"member {name!r}: outside the expected top-level names "
+                                 f"({', '.join(sorted(self.allowed)) or 'none'})")
+        for depth in range(1, len(parts)):
+            prefix = "/".join(parts[:depth])
+            if prefix in self.symlinks:
+                raise TarSafetyError(f"member {name!r}: lies below {prefix!r}, which the archive makes a "
+                                     "symlink; extracting it would follow the link")
+        key = "/".join(parts)
+        self._kind(member, name, top, key)
+        if key in self.symlinks and not member.issym():
+            del self.symlinks[key]  # a later member replaces the link
+        if top not in self.seen_tops:
+            self.seen_tops.append(top)
+        self.summary.members += 1
+
+    def _kind(self, member, name, top, key):
+        summary = self.summary
+        if member.issym():
+            target = member.linkname
+            if target.startswith("/"):
+                raise TarSafetyError(f"member {name!r}: symlink with an absolute target {target!r}")
+            self.symlinks[key] = target
+            summary.symlinks += 1
+        elif member.islnk():
+            target = member.linkname
+            try:
+                target_parts = normalize(target)
+            except ValueError as exc:
+                raise TarSafetyError(f"member {name!r}: hardlink target {target!r}: {exc}") from None
+            if target_parts[0] != top:
+                raise TarSafetyError(f"member {name!r}: hardlink to {target!r} outside its top-level "
+                                     f"directory {top!r}")
+            if "/".join(target_parts) not in self.regular:
+                raise TarSafetyError(f"member {name!r}: hardlink to {target!r}, which is not an earlier "
+                                     "regular file of the archive")
+            summary.hardlinks += 1
+        elif member.isreg():
+            self.regular.add(key)
+            summary.files += 1
+            summary.data_bytes += member.size
+        elif member.isdir():
+            summary.dirs += 1
+        else:
+            kind = ("character device" if member.ischr() else "block device" if member.isblk()
+                    else "fifo" if member.isfifo() else f"type {member.type!r}")
+            raise TarSafetyError(f"member {name!r}: {kind} members are not restored")
+
+    def check_links(self):
+        for key, target in self.symlinks.items():
+            parts = key.split("/")
+            resolved = _resolve(parts[:-1], target, self.symlinks)
+            if resolved is None or not resolved or resolved[0] != parts[0]:
+                raise TarSafetyError(f"member {key!r}: symlink to {target!r} resolves outside its top-level "
+                                     f"directory {parts[0]!r}")
+
+
 def validate_stream(fileobj, allowed_tops=None):
     """Read a whole tar stream (``r|``) and apply the rules of this module's docstring.
 
     ``allowed_tops``: the allowed first components, or None to allow any. Returns an ArchiveSummary; raises
     TarSafetyError on the first problem, naming the member.
     """
-    allowed = set(allowed_tops) if allowed_tops is not None else None
-    summary = ArchiveSummary()
+    rules = _MemberRules(allowed_tops)
     tee = _Tee(fileobj)
-    symlinks = {}
-    regular = set()
-    seen_tops = []
     try:
         tar = tarfile.open(fileobj=tee, mode="r|", format=tarfile.PAX_FORMAT, encoding="utf-8",
                            errors="surrogateescape")
@@ -134,73 +205,33 @@ def validate_stream(fileobj, allowed_tops=None):
         raise TarSafetyError(f"not a readable tar archive: {exc}") from exc
     try:
         for member in tar:
-            name = member.name
-            try:
-                parts = normalize(name)
-            except ValueError as exc:
-                raise TarSafetyError(f"member {name!r}: {exc}") from None
-            top = parts[0]
-            if allowed is not None and top not in allowed:
-                raise TarSafetyError(f"member {name!r}: outside the expected top-level names "
-                                     f"({', '.join(sorted(allowed)) or 'none'})")
-            for depth in range(1, len(parts)):
-                prefix = "/".join(parts[:depth])
-                if prefix in symlinks:
-                    raise TarSafetyError(f"member {name!r}: lies below {prefix!r}, which the archive makes a "
-                                         "symlink; extracting it would follow the link")
-            key = "/".join(parts)
-            if member.issym():
-                target = member.linkname
-                if target.startswith("/"):
-                    raise TarSafetyError(f"member {name!r}: symlink with an absolute target {target!r}")
-                symlinks[key] = target
-                summary.symlinks += 1
-            elif member.islnk():
-                target = member.linkname
-                try:
-                    target_parts = normalize(target)
-                except ValueError as exc:
-                    raise TarSafetyError(f"member {name!r}: hardlink target {target!r}: {exc}") from None
-                if target_parts[0] != top:
-                    raise TarSafetyError(f"member {name!r}: hardlink to {target!r} outside its top-level "
-                                         f"directory {top!r}")
-                if "/".join(target_parts) not in regular:
-                    raise TarSafetyError(f"member {name!r}: hardlink to {target!r}, which is not an earlier "
-                                         "regular file of the archive")
-                summary.hardlinks += 1
-            elif member.isreg():
-                regular.add(key)
-                summary.files += 1
-                summary.data_bytes += member.size
-            elif member.isdir():
-                summary.dirs += 1
-            else:
-                kind = ("character device" if member.ischr() else "block device" if member.isblk()
-                        else "fifo" if member.isfifo() else f"type {member.type!r}")
-                raise TarSafetyError(f"member {name!r}: {kind} members are not restored")
-            if key in symlinks and not member.issym():
-                del symlinks[key]  # a later member replaces the link
-            if top not in seen_tops:
-                seen_tops.append(top)
-            summary.members += 1
+            rules.check(member)
     except tarfile.TarError as exc:
-        raise TarSafetyError(f"the tar archive is damaged or truncated after {summary.members} members: "
+        raise TarSafetyError(f"the tar archive is damaged or truncated after {rules.summary.members} members: "
                              f"{exc}") from exc
     finally:
         tar.close()
-    for key, target in symlinks.items():
-        parts = key.split("/")
-        resolved = _resolve(parts[:-1], target, symlinks)
-        if resolved is None or not resolved or resolved[0] != parts[0]:
-            raise TarSafetyError(f"member {key!r}: symlink to {target!r} resolves outside its top-level "
-                                 f"directory {parts[0]!r}")
+    rules.check_links()
+    summary = rules.summary
     if tee.error:
         raise TarSafetyError(f"the archive is damaged after {summary.members} members: {tee.error}")
     if not tee.walker.complete:
         raise TarSafetyError(f"the tar archive ends after {summary.members} members without the end-of-archive "
                              "marker: it is truncated")
-    summary.tops = seen_tops
+    summary.tops = rules.seen_tops
     return summary
+
+
+def _member_data(tar, member, chunk):
+    """The data of the regular file ``member`` in blocks of at most ``chunk`` bytes; it must be complete."""
+    source = tar.extractfile(member)
+    remaining = member.size
+    while remaining:
+        block = source.read(min(chunk, remaining))
+        if not block:
+            raise TarSafetyError(f"member {member.name!r}: data ends early")
+        remaining -= len(block)
+        yield block
 
 
 def rebuild(fileobj, tops=None, chunk=CHUNK, skip_top_dirs=False):
@@ -225,14 +256,7 @@ def rebuild(fileobj, tops=None, chunk=CHUNK, skip_top_dirs=False):
             member.pax_headers = {}  # regenerated by tobuf from the checked attributes where needed
             yield member.tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8", errors="surrogateescape")
             if member.isreg() and member.size:
-                source = tar.extractfile(member)
-                remaining = member.size
-                while remaining:
-                    block = source.read(min(chunk, remaining))
-                    if not block:
-                        raise TarSafetyError(f"member {member.name!r}: data ends early")
-                    remaining -= len(block)
-                    yield block
+                yield from _member_data(tar, member, chunk)
                 padding = (-member.size) % tarfile.BLOCKSIZE
                 if padding:
                     yield bytes(padding)
@@ -387,13 +411,7 @@ def _write_file(tar, member, parent_fd, name, mode, chunk):
     out = os.open(name, flags, mode, dir_fd=parent_fd)
     try:
         os.fchmod(out, mode)  # the umask may have taken bits the mode keeps; never more than asked
-        source = tar.extractfile(member)
-        remaining = member.size
-        while remaining:
-            block = source.read(min(chunk, remaining))
-            if not block:
-                raise TarSafetyError(f"member {member.name!r}: data ends early")
-            remaining -= len(block)
+        for block in _member_data(tar, member, chunk):
             view = memoryview(block)
             while view:
                 view = view[os.write(out, view):]

@@ -173,7 +173,6 @@ record:
   sample: {pid: 4242, pid_start: 1234567, host: backup01, started_at: "2026-11-30T02:00:00Z", run_id: 0c1d2e3f4a5b6c7d}
 """
 
-import datetime
 import errno
 import json
 import os
@@ -183,69 +182,19 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-LOCK = ".lock"
-GUARD = ".lock.takeover"
+from ansible_collections.authentik_ops.backup.plugins.module_utils import _proc
+from ansible_collections.authentik_ops.backup.plugins.module_utils._common import run_module
+from ansible_collections.authentik_ops.backup.plugins.module_utils._errors import ConfigError, LockError
+from ansible_collections.authentik_ops.backup.plugins.module_utils._fsutil import fsync_dir
+from ansible_collections.authentik_ops.backup.plugins.module_utils._sets import LOCK, iso, parse_iso, utc_now
+
+GUARD = LOCK + ".takeover"
 # The guarded section (read, compare, replace) takes milliseconds; a guard older than this was left by a crash.
 GUARD_STALE_AGE = 60
 RUN_COMMANDS = ("ansible-playbook", "ansible-runner")
 
 
-def utc_now():
-    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
-
-
-def iso(moment):
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_iso(text):
-    try:
-        return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
-    except (TypeError, ValueError):
-        return None
-
-
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 # --- processes ---------------------------------------------------------------------------------------------------
-
-def process_start(pid):
-    """Start time of ``pid`` in clock ticks since boot (field 22 of /proc/<pid>/stat), or None."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            stat = handle.read().decode("utf-8", "replace")
-    except OSError:
-        return None
-    # the command name (field 2) is in parentheses and may itself hold spaces and parentheses
-    fields = stat[stat.rfind(")") + 2:].split()
-    try:
-        return int(fields[19])
-    except (IndexError, ValueError):
-        return None
-
-
-def _parent(pid):
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            stat = handle.read().decode("utf-8", "replace")
-        return int(stat[stat.rfind(")") + 2:].split()[1])
-    except (OSError, IndexError, ValueError):
-        return 0
-
-
-def _cmdline(pid):
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return handle.read().replace(b"\0", b" ").decode("utf-8", "replace")
-    except OSError:
-        return ""
-
 
 def run_process(start=None):
     """The topmost ansible-playbook/ansible-runner ancestor of ``start`` (default: this process), or 0.
@@ -253,33 +202,16 @@ def run_process(start=None):
     Ansible forks a worker per task from the ansible-playbook process; the worker has the same command line, so the
     topmost one is the process that lives for the whole run.
     """
-    pid = _parent(start or os.getpid())
+    pid = _proc.parent(start or os.getpid())
     found = 0
     seen = set()
     while pid > 1 and pid not in seen:
         seen.add(pid)
-        words = [os.path.basename(word) for word in _cmdline(pid).split()[:3]]
+        words = [os.path.basename(word) for word in _proc.cmdline(pid).split()[:3]]
         if any(word in RUN_COMMANDS for word in words):
             found = pid
-        pid = _parent(pid)
+        pid = _proc.parent(pid)
     return found
-
-
-def process_alive(pid, start=None):
-    """Whether ``pid`` runs and, when ``start`` is known, is still the process that started then."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    except OSError:
-        return True
-    if start is not None:
-        current = process_start(pid)
-        if current is not None and current != start:
-            return False
-    return True
 
 
 # --- the lock record -----------------------------------------------------------------------------------------------
@@ -315,7 +247,7 @@ def stale_reason(record, hostname, now, stale_age):
         return f"it is {int(age)} s old, more than stale_age={stale_age} s"
     pid = record.get("pid")
     if record.get("host") == hostname and isinstance(pid, int) and pid > 0:
-        if not process_alive(pid, record.get("pid_start")):
+        if not _proc.alive(pid, record.get("pid_start")):
             return f"process {pid} on {hostname} is gone"
     if not record.get("run_id") and now - record.get("_mtime", now) > GUARD_STALE_AGE:
         return "it is unreadable and was not written in the last minute"
@@ -330,6 +262,16 @@ def describe(record):
             f"{record.get('purpose') or 'backup'})")
 
 
+def write_new(path, data):
+    """Create ``path`` (it must not exist) with ``data``, mode 0600, synced."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _link_or_create(tmp, path, data):
     """Make ``path`` with ``data`` only if it does not exist. True when made, False when it exists."""
     try:
@@ -341,14 +283,9 @@ def _link_or_create(tmp, path, data):
         if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV, errno.EMLINK):
             raise
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        write_new(path, data)
     except FileExistsError:
         return False
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
     return True
 
 
@@ -385,81 +322,90 @@ class Guard:
 class Locker:
     def __init__(self, module):
         self.module = module
-        params = module.params
-        self.dest = params["dest"]
+        self.params = module.params
+        self.dest = self.params["dest"]
         self.path = os.path.join(self.dest, LOCK)
         self.hostname = socket.gethostname()
 
     def new_record(self):
-        params = self.module.params
+        params = self.params
         pid = params["pid"] if params["pid"] is not None else run_process()
         return dict(run_id=params["run_id"] or secrets.token_hex(8), pid=pid or None,
-                    pid_start=process_start(pid) if pid else None, host=self.hostname,
+                    pid_start=_proc.start_time(pid) if pid else None, host=self.hostname,
                     started_at=iso(utc_now()), purpose=params["purpose"])
 
     def check(self):
         record = read_record(self.path) if os.path.isdir(self.dest) else None
         if record is None:
             state = "free"
-        elif self.module.params["run_id"] and record.get("run_id") == self.module.params["run_id"]:
+        elif self.params["run_id"] and record.get("run_id") == self.params["run_id"]:
             state = "own"
-        elif stale_reason(record, self.hostname, time.time(), self.module.params["stale_age"]):
+        elif stale_reason(record, self.hostname, time.time(), self.params["stale_age"]):
             state = "stale"
         else:
             state = "held"
-        self.module.exit_json(changed=state in ("free", "stale"), path=self.path, state=state,
-                              run_id=self.module.params["run_id"], acquired=False, waited=0.0, took_over=None,
-                              holder=public(record))
+        return dict(changed=state in ("free", "stale"), path=self.path, state=state, run_id=self.params["run_id"],
+                    acquired=False, waited=0.0, took_over=None, holder=public(record))
 
     def acquire(self):
-        params = self.module.params
         created_dest = self.make_dest()
         record = self.new_record()
         data = json.dumps(record, sort_keys=True).encode("utf-8") + b"\n"
         tmp = os.path.join(self.dest, f".lock.{record['run_id']}.{secrets.token_hex(4)}.tmp")
-        self.write_tmp(tmp, data)
+        write_new(tmp, data)
         begin = time.time()
-        deadline = begin + max(params["timeout"], 0)
-        took_over = None
-        holder = None
         try:
-            while True:
-                try:
-                    if _link_or_create(tmp, self.path, data):
-                        break
-                except FileNotFoundError:
-                    # the run that created dest removed it again (it stayed empty): make it and our tmp again
-                    created_dest = self.make_dest() or created_dest
-                    self.write_tmp(tmp, data)
-                    continue
-                holder = read_record(self.path)
-                if holder is None:
-                    continue  # released between our two looks
-                if params["run_id"] and holder.get("run_id") == params["run_id"]:
-                    self.module.exit_json(changed=False, path=self.path, run_id=params["run_id"], acquired=False,
-                                          waited=round(time.time() - begin, 1), took_over=None,
-                                          holder=public(holder), created_dest=created_dest)
-                reason = stale_reason(holder, self.hostname, time.time(), params["stale_age"])
-                if reason and self.take_over(tmp, data, holder, deadline):
-                    took_over = dict(public(holder), reason=reason)
-                    break
-                if time.time() >= deadline:
-                    self.module.fail_json(
-                        msg=(f"The backup destination {self.dest} is locked by {describe(holder)}; waited "
-                             f"{round(time.time() - begin)} s (timeout {params['timeout']} s). Only one run may write "
-                             f"to a destination at a time: wait for that run, raise the timeout, or, if that run is "
-                             f"dead and its lock was not recognised as such, remove {self.path}."),
-                        path=self.path, holder=public(holder), waited=round(time.time() - begin, 1))
-                time.sleep(min(params["poll_interval"], max(deadline - time.time(), 0.05)))
+            outcome = self.wait_for_lock(tmp, data, begin)
         finally:
             try:
                 os.unlink(tmp)
             except FileNotFoundError:
                 pass
-        _fsync_dir(self.dest)
-        self.module.exit_json(changed=True, path=self.path, run_id=record["run_id"], acquired=True,
-                              waited=round(time.time() - begin, 1), took_over=took_over, holder=public(holder),
-                              record=record, created_dest=created_dest)
+        result = dict(path=self.path, waited=round(time.time() - begin, 1), took_over=None,
+                      created_dest=created_dest or outcome.get("created_dest", False))
+        if outcome.get("own"):
+            return dict(result, changed=False, run_id=self.params["run_id"], acquired=False,
+                        holder=public(outcome["holder"]))
+        fsync_dir(self.dest)
+        return dict(result, changed=True, run_id=record["run_id"], acquired=True, took_over=outcome["took_over"],
+                    holder=public(outcome["holder"]), record=record)
+
+    def wait_for_lock(self, tmp, data, begin):
+        """Poll until the lock is ours (made, taken over from a dead run, or already held by our run_id)."""
+        params = self.params
+        deadline = begin + max(params["timeout"], 0)
+        holder = None
+        created_dest = False
+        while True:
+            try:
+                if _link_or_create(tmp, self.path, data):
+                    return dict(holder=holder, took_over=None, created_dest=created_dest)
+            except FileNotFoundError:
+                # the run that created dest removed it again (it stayed empty): make it and our tmp again
+                created_dest = self.make_dest() or created_dest
+                write_new(tmp, data)
+                continue
+            holder = read_record(self.path)
+            if holder is None:
+                continue  # released between our two looks
+            if params["run_id"] and holder.get("run_id") == params["run_id"]:
+                return dict(own=True, holder=holder, created_dest=created_dest)
+            reason = stale_reason(holder, self.hostname, time.time(), params["stale_age"])
+            if reason:
+                taken = self.take_over(tmp, data, holder, deadline)
+                if taken:
+                    return dict(holder=holder, took_over=dict(public(holder), reason=reason),
+                                created_dest=created_dest)
+                if taken is False:
+                    continue  # the lock changed under us: look at its new holder
+            if time.time() >= deadline:
+                raise LockError(
+                    f"The backup destination {self.dest} is locked by {describe(holder)}; waited "
+                    f"{round(time.time() - begin)} s (timeout {params['timeout']} s). Only one run may write "
+                    f"to a destination at a time: wait for that run, raise the timeout, or, if that run is "
+                    f"dead and its lock was not recognised as such, remove {self.path}.",
+                    path=self.path, holder=public(holder), waited=round(time.time() - begin, 1))
+            time.sleep(min(params["poll_interval"], max(deadline - time.time(), 0.05)))
 
     def make_dest(self):
         if os.path.isdir(self.dest):
@@ -471,70 +417,66 @@ class Locker:
         os.chmod(self.dest, 0o700)
         return True
 
-    @staticmethod
-    def write_tmp(tmp, data):
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
     def take_over(self, tmp, data, stale, deadline):
-        """Replace the stale lock ``stale`` with ours, if it is still the lock. True when done."""
+        """Replace the stale lock ``stale`` with ours, if it is still the lock. True when done, False when the lock
+        changed meanwhile (released or taken by someone else: look again), None when another run holds the guard."""
         try:
             with Guard(self.dest, max(deadline, time.time() + 5)):
                 current = read_record(self.path)
                 if current is None or current.get("_ino") != stale.get("_ino") \
                         or current.get("run_id") != stale.get("run_id"):
-                    return False  # released or taken by someone else meanwhile: look again
+                    return False
                 twin = tmp + ".takeover"
-                fd = os.open(twin, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                try:
-                    os.write(fd, data)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                write_new(twin, data)
                 # rename over the stale lock: .lock never disappears, so no third run can slip in
                 os.replace(twin, self.path)
                 return True
         except TimeoutError:
-            return False
+            return None
 
     def release(self):
-        params = self.module.params
+        run_id = self.params["run_id"]
+        result = dict(path=self.path, run_id=run_id, released=False, changed=False)
         record = read_record(self.path) if os.path.isdir(self.dest) else None
         if record is None:
-            self.module.exit_json(changed=False, path=self.path, run_id=params["run_id"], released=False,
-                                  holder=None)
-        if record.get("run_id") != params["run_id"]:
-            self.module.warn(f"{self.path} is held by {describe(record)}, not by run {params['run_id']}; left alone")
-            self.module.exit_json(changed=False, path=self.path, run_id=params["run_id"], released=False,
-                                  holder=public(record))
+            return dict(result, holder=None)
+        if record.get("run_id") != run_id:
+            self.module.warn(f"{self.path} is held by {describe(record)}, not by run {run_id}; left alone")
+            return dict(result, holder=public(record))
         if self.module.check_mode:
-            self.module.exit_json(changed=True, path=self.path, run_id=params["run_id"], released=False,
-                                  holder=public(record))
+            return dict(result, changed=True, holder=public(record))
         try:
             with Guard(self.dest, time.time() + 30):
                 current = read_record(self.path)
-                if current is not None and current.get("run_id") == params["run_id"]:
+                released = current is not None and current.get("run_id") == run_id
+                if released:
                     os.unlink(self.path)
-                    _fsync_dir(self.dest)
-                    released = True
-                else:
-                    released = False
+                    fsync_dir(self.dest)
         except TimeoutError as exc:
-            self.module.fail_json(msg=f"could not release {self.path}: {exc}")
-        if released:
-            if params["remove_empty_dest"]:
-                try:
-                    os.rmdir(self.dest)
-                except OSError:
-                    pass  # not empty (or gone): keep it
-            self.module.exit_json(changed=True, path=self.path, run_id=params["run_id"], released=True,
-                                  holder=None)
-        self.module.exit_json(changed=False, path=self.path, run_id=params["run_id"], released=False,
-                              holder=public(read_record(self.path)))
+            raise LockError(f"could not release {self.path}: {exc}") from exc
+        if not released:
+            return dict(result, holder=public(read_record(self.path)))
+        if self.params["remove_empty_dest"]:
+            try:
+                os.rmdir(self.dest)
+            except OSError:
+                pass  # not empty (or gone): keep it
+        return dict(result, changed=True, released=True, holder=None)
+
+
+def run(module):
+    params = module.params
+    if params["timeout"] < 0 or params["stale_age"] < 0 or params["poll_interval"] <= 0:
+        raise ConfigError("timeout and stale_age must be 0 or more and poll_interval more than 0")
+    locker = Locker(module)
+    try:
+        if params["state"] == "absent":
+            return locker.release()
+        if module.check_mode:
+            return locker.check()
+        return locker.acquire()
+    except OSError as exc:
+        raise LockError(f"lock {locker.path}: {exc}") from exc
 
 
 def main():
@@ -553,19 +495,7 @@ def main():
         required_if=[("state", "absent", ("run_id",))],
         supports_check_mode=True,
     )
-    params = module.params
-    if params["timeout"] < 0 or params["stale_age"] < 0 or params["poll_interval"] <= 0:
-        module.fail_json(msg="timeout and stale_age must be 0 or more and poll_interval more than 0")
-    locker = Locker(module)
-    try:
-        if params["state"] == "absent":
-            locker.release()
-        elif module.check_mode:
-            locker.check()
-        else:
-            locker.acquire()
-    except OSError as exc:
-        module.fail_json(msg=f"lock {locker.path}: {exc}")
+    run_module(module, run)
 
 
 if __name__ == "__main__":

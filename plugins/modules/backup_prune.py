@@ -146,38 +146,27 @@ policy:
 
 import datetime
 import os
-import re
 import secrets
 import shutil
 import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.authentik_ops.backup.plugins.module_utils._sets import LATEST, MANIFEST
-
-LOCK = ".lock"
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-STAMP = "%Y%m%dT%H%M%SZ"
+from ansible_collections.authentik_ops.backup.plugins.module_utils._common import run_module
+from ansible_collections.authentik_ops.backup.plugins.module_utils._errors import BackupError, ConfigError
+from ansible_collections.authentik_ops.backup.plugins.module_utils._fsutil import fsync_dir
+from ansible_collections.authentik_ops.backup.plugins.module_utils._sets import (
+    lock_holder,
+    name_problem,
+    point_latest,
+    read_latest,
+    scan,
+    set_time,
+    sort_sets,
+)
 
 
 # --- pure functions (unit-tested) --------------------------------------------------------------------------------
-
-def set_time(name, prefix):
-    """UTC start time encoded in a set name ``<prefix>-<yyyymmddThhmmssZ>[-<n>]``, or None when not a set name."""
-    match = re.fullmatch(re.escape(prefix) + r"-(\d{8}T\d{6}Z)(?:-(\d+))?", name)
-    if not match:
-        return None
-    try:
-        return datetime.datetime.strptime(match.group(1), STAMP).replace(tzinfo=datetime.timezone.utc)
-    except ValueError:
-        return None
-
-
-def set_order(name, prefix):
-    """Sort key of a set name: its time, then its collision counter (``-2`` after the plain name, ``-10`` after ``-9``)."""
-    match = re.fullmatch(re.escape(prefix) + r"-(\d{8}T\d{6}Z)(?:-(\d+))?", name)
-    return (match.group(1), int(match.group(2) or 1)) if match else ("", 0)
-
 
 def plan_retention(complete, prefix, keep_last=0, keep_days=0.0, now=None, protected=()):
     """Split the complete set names into kept (name -> reasons) and removed (names), both oldest first.
@@ -188,7 +177,7 @@ def plan_retention(complete, prefix, keep_last=0, keep_days=0.0, now=None, prote
     """
     if now is None:
         now = datetime.datetime.now(datetime.timezone.utc)
-    names = sorted((n for n in complete if set_time(n, prefix) is not None), key=lambda n: set_order(n, prefix))
+    names = sort_sets(complete, prefix)
     kept = {}
     removed = []
     policy_on = keep_last > 0 or keep_days > 0
@@ -226,24 +215,6 @@ def latest_after(complete_after):
 
 # --- the file system ----------------------------------------------------------------------------------------------
 
-def scan(dest, prefix):
-    """(complete, incomplete, leftovers) of ``dest``: set names of ``prefix``, and hidden removal leftovers."""
-    complete, incomplete, leftovers = [], [], []
-    for entry in os.scandir(dest):
-        if entry.name.startswith(f".{prefix}-") and ".deleting-" in entry.name \
-                and entry.is_dir(follow_symlinks=False):
-            leftovers.append(entry.name)
-            continue
-        if set_time(entry.name, prefix) is None or not entry.is_dir(follow_symlinks=False):
-            continue
-        if os.path.isfile(os.path.join(entry.path, MANIFEST)):
-            complete.append(entry.name)
-        else:
-            incomplete.append(entry.name)
-    return (sorted(complete, key=lambda n: set_order(n, prefix)),
-            sorted(incomplete, key=lambda n: set_order(n, prefix)), sorted(leftovers))
-
-
 def dir_age(path, now):
     """Seconds since anything in the set directory last changed (the newest mtime of it and its files)."""
     newest = os.stat(path).st_mtime
@@ -255,47 +226,91 @@ def dir_age(path, now):
     return max(now - newest, 0)
 
 
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def remove_set(dest, name):
     """Rename the set to a hidden name (it stops being a set at once), then delete it."""
     hidden = os.path.join(dest, f".{name}.deleting-{secrets.token_hex(4)}")
     os.rename(os.path.join(dest, name), hidden)
-    _fsync_dir(dest)
+    fsync_dir(dest)
     shutil.rmtree(hidden)
 
 
-def read_latest(dest):
-    link = os.path.join(dest, LATEST)
-    if os.path.islink(link):
-        return os.readlink(link)
-    if os.path.lexists(link):
-        raise OSError(f"{link} exists and is not a symlink; move it away so latest can be maintained")
-    return None
+# --- main ---------------------------------------------------------------------------------------------------------
+
+def check_options(params):
+    prefix = params["prefix"]
+    problem = name_problem("prefix", prefix)
+    if problem:
+        raise ConfigError(problem)
+    if params["keep_last"] < 0 or params["keep_days"] < 0 or params["incomplete_age"] < 0:
+        raise ConfigError("keep_last, keep_days and incomplete_age must be 0 or more (0 turns the rule off)")
+    if params["planned_set"] is not None and set_time(params["planned_set"], prefix) is None:
+        raise ConfigError(f"planned_set {params['planned_set']!r} is not a set name of prefix {prefix!r}")
 
 
-def point_latest(dest, name):
-    link = os.path.join(dest, LATEST)
-    tmp = os.path.join(dest, f".latest.{os.getpid()}.{secrets.token_hex(4)}")
-    os.symlink(name, tmp)
-    os.replace(tmp, link)
-    _fsync_dir(dest)
+def survey(module):
+    """What is in dest and what the policy makes of it; changes nothing."""
+    params = module.params
+    dest, prefix = params["dest"], params["prefix"]
+    complete, incomplete, leftovers = scan(dest, prefix)
+    if params["planned_set"] and module.check_mode and params["planned_set"] not in complete:
+        complete = sort_sets(complete + [params["planned_set"]], prefix)
+        incomplete = [n for n in incomplete if n != params["planned_set"]]
+    kept, removed = plan_retention(complete, prefix, params["keep_last"], params["keep_days"],
+                                   protected=params["protect"])
+    now = time.time()
+    ages = {name: dir_age(os.path.join(dest, name), now) for name in incomplete}
+    incomplete_info = classify_incomplete(incomplete, ages, params["incomplete_age"])
+    holder = lock_holder(dest)
+    foreign_lock = holder is not None and holder != params["run_id"]
+    current_latest = read_latest(dest)
+    remaining = [n for n in complete if n not in removed]
+    # latest moves only when it is missing, dangling, not a complete set, or a set about to be removed
+    new_latest = current_latest if current_latest in remaining else latest_after(remaining)
+    for info in incomplete_info:
+        info["removed"] = bool(info["stale"] and params["remove_stale_incomplete"] and not foreign_lock)
+        if info["stale"] and not info["removed"]:
+            module.warn(f"{os.path.join(dest, info['name'])} is an incomplete set untouched for {info['age']} s "
+                        f"(left by a run that died?); it is not a backup. Remove it once you are sure no run "
+                        f"writes it" + (", or set remove_stale_incomplete" if not foreign_lock else
+                                        f" (the destination is locked by run {holder or '?'})"))
+    return dict(removed=removed, kept=kept, incomplete=incomplete_info, leftovers=leftovers,
+                current_latest=current_latest, new_latest=new_latest,
+                latest_changed=new_latest is not None and current_latest != new_latest)
 
 
-def lock_holder(dest):
+def prune(dest, plan):
+    # latest first moves to the newest set (never removed), so it never points at a set being removed
+    if plan["latest_changed"] and plan["new_latest"]:
+        point_latest(dest, plan["new_latest"])
+    for name in plan["removed"]:
+        remove_set(dest, name)
+    for info in plan["incomplete"]:
+        if info["removed"]:
+            remove_set(dest, info["name"])
+    for name in plan["leftovers"]:
+        shutil.rmtree(os.path.join(dest, name), ignore_errors=True)
+
+
+def run(module):
+    params = module.params
+    dest = params["dest"]
+    check_options(params)
+    result = dict(changed=False, removed=[], kept=[], incomplete=[], latest=None, latest_changed=False,
+                  policy=dict(keep_last=params["keep_last"], keep_days=params["keep_days"]))
+    if not os.path.isdir(dest):
+        return result
     try:
-        with open(os.path.join(dest, LOCK), "rb") as handle:
-            text = handle.read().decode("utf-8", "replace")
-    except FileNotFoundError:
-        return None
-    match = re.search(r'"run_id"\s*:\s*"([^"]*)"', text)
-    return match.group(1) if match else ""
+        plan = survey(module)
+        result.update(removed=plan["removed"], kept=[dict(name=n, reasons=r) for n, r in plan["kept"].items()],
+                      incomplete=plan["incomplete"], latest=plan["new_latest"] or plan["current_latest"],
+                      latest_changed=plan["latest_changed"],
+                      changed=bool(plan["removed"] or plan["latest_changed"] or plan["leftovers"]
+                                   or any(i["removed"] for i in plan["incomplete"])))
+        if not module.check_mode:
+            prune(dest, plan)
+    except OSError as exc:
+        raise BackupError(f"pruning {dest}: {exc}", **result) from exc
+    return result
 
 
 def main():
@@ -313,63 +328,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    params = module.params
-    dest, prefix = params["dest"], params["prefix"]
-    if not NAME_RE.match(prefix):
-        module.fail_json(msg=f"prefix {prefix!r}: use letters, digits, dot, dash and underscore only")
-    if params["keep_last"] < 0 or params["keep_days"] < 0 or params["incomplete_age"] < 0:
-        module.fail_json(msg="keep_last, keep_days and incomplete_age must be 0 or more (0 turns the rule off)")
-    if params["planned_set"] is not None and set_time(params["planned_set"], prefix) is None:
-        module.fail_json(msg=f"planned_set {params['planned_set']!r} is not a set name of prefix {prefix!r}")
-    policy = dict(keep_last=params["keep_last"], keep_days=params["keep_days"])
-    result = dict(changed=False, removed=[], kept=[], incomplete=[], latest=None, latest_changed=False,
-                  policy=policy)
-    if not os.path.isdir(dest):
-        module.exit_json(**result)
-    try:
-        complete, incomplete, leftovers = scan(dest, prefix)
-        if params["planned_set"] and module.check_mode and params["planned_set"] not in complete:
-            complete = sorted(complete + [params["planned_set"]], key=lambda n: set_order(n, prefix))
-            incomplete = [n for n in incomplete if n != params["planned_set"]]
-        kept, removed = plan_retention(complete, prefix, params["keep_last"], params["keep_days"],
-                                       protected=params["protect"])
-        now = time.time()
-        ages = {name: dir_age(os.path.join(dest, name), now) for name in incomplete}
-        incomplete_info = classify_incomplete(incomplete, ages, params["incomplete_age"])
-        holder = lock_holder(dest)
-        foreign_lock = holder is not None and holder != params["run_id"]
-        current_latest = read_latest(dest)
-        remaining = [n for n in complete if n not in removed]
-        # latest moves only when it is missing, dangling, not a complete set, or a set about to be removed
-        new_latest = current_latest if current_latest in remaining else latest_after(remaining)
-        latest_changed = new_latest is not None and current_latest != new_latest
-        for info in incomplete_info:
-            info["removed"] = bool(info["stale"] and params["remove_stale_incomplete"] and not foreign_lock)
-            if info["stale"] and not info["removed"]:
-                module.warn(f"{os.path.join(dest, info['name'])} is an incomplete set untouched for {info['age']} s "
-                            f"(left by a run that died?); it is not a backup. Remove it once you are sure no run "
-                            f"writes it" + (", or set remove_stale_incomplete" if not foreign_lock else
-                                            f" (the destination is locked by run {holder or '?'})"))
-        result.update(removed=removed, kept=[dict(name=n, reasons=r) for n, r in kept.items()],
-                      incomplete=incomplete_info, latest=new_latest if new_latest else current_latest,
-                      latest_changed=latest_changed,
-                      changed=bool(removed or latest_changed or leftovers
-                                   or any(i["removed"] for i in incomplete_info)))
-        if module.check_mode:
-            module.exit_json(**result)
-        # latest first moves to the newest set (never removed), so it never points at a set being removed
-        if latest_changed and new_latest:
-            point_latest(dest, new_latest)
-        for name in removed:
-            remove_set(dest, name)
-        for info in incomplete_info:
-            if info["removed"]:
-                remove_set(dest, info["name"])
-        for name in leftovers:
-            shutil.rmtree(os.path.join(dest, name), ignore_errors=True)
-    except OSError as exc:
-        module.fail_json(msg=f"pruning {dest}: {exc}", **result)
-    module.exit_json(**result)
+    run_module(module, run)
 
 
 if __name__ == "__main__":

@@ -161,71 +161,39 @@ latest:
 import datetime
 import json
 import os
-import re
 import shutil
-import secrets
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.authentik_ops.backup.plugins.module_utils._common import COLLECTION_VERSION
-from ansible_collections.authentik_ops.backup.plugins.module_utils._sets import LATEST, MANIFEST
-from ansible_collections.authentik_ops.backup.plugins.module_utils._sink import AtomicSink, fsync_dir, sha256_file
+from ansible_collections.authentik_ops.backup.plugins.module_utils._common import COLLECTION_VERSION, run_module
+from ansible_collections.authentik_ops.backup.plugins.module_utils._errors import BackupError, ConfigError
+from ansible_collections.authentik_ops.backup.plugins.module_utils._fsutil import sha256_file
+from ansible_collections.authentik_ops.backup.plugins.module_utils._sets import (
+    LATEST,
+    MANIFEST,
+    complete_sets,
+    is_result_noise,
+    iso,
+    name_problem,
+    point_latest,
+    set_name,
+    utc_now,
+)
+from ansible_collections.authentik_ops.backup.plugins.module_utils._sink import AtomicSink
 
 KNOWN_KEYS = ("size", "sha256", "compression", "raw_size", "duration", "encryption")
-# Keys of a module result that say nothing about the backup: Ansible's bookkeeping and file attributes.
-RESULT_NOISE = ("part", "name", "dest", "changed", "failed", "invocation", "plan", "warnings", "deprecations",
-                "diff", "uid", "gid", "owner", "group", "mode", "state", "path", "secontext",
-                "skip_reason", "ansible_facts", "_ansible_no_log")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-def utc_now():
-    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
-
-
-def iso(moment):
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def set_order(name, prefix):
-    """Sort key of a set name ``<prefix>-<yyyymmddThhmmssZ>[-<n>]``, or None when the name is not a set's."""
-    match = re.fullmatch(re.escape(prefix) + r"-(\d{8}T\d{6}Z)(?:-(\d+))?", name)
-    if not match:
-        return None
-    return match.group(1), int(match.group(2) or 1)
-
-
-def complete_sets(dest, prefix):
-    """Names of complete sets of ``prefix`` in ``dest``, oldest first.
-
-    Only timestamp-named directories count: a hand-made ``<prefix>-manual`` never takes ``latest``.
-    """
-    found = []
-    for entry in os.scandir(dest):
-        key = set_order(entry.name, prefix)
-        if (key is not None and entry.is_dir(follow_symlinks=False)
-                and os.path.isfile(os.path.join(entry.path, MANIFEST))):
-            found.append((key, entry.name))
-    return [name for _key, name in sorted(found)]
-
-
-def point_latest(dest, name):
-    link = os.path.join(dest, LATEST)
-    if os.path.lexists(link) and not os.path.islink(link):
-        raise OSError(f"{link} exists and is not a symlink; move it away so latest can be maintained")
-    tmp = os.path.join(dest, f".latest.{os.getpid()}.{secrets.token_hex(4)}")
-    os.symlink(name, tmp)
-    os.replace(tmp, link)
-    fsync_dir(dest)
+# Keys of a part's entry that the manifest records as such (besides the result noise of _sets.RESULT_NOISE).
+ENTRY_KEYS = ("part", "name", "dest", "path")
 
 
 def do_present(module):
     params = module.params
     dest, prefix = params["dest"], params["prefix"]
     started = utc_now()
-    name = params["name"] or f"{prefix}-{started.strftime('%Y%m%dT%H%M%SZ')}"
-    if not NAME_RE.match(name):
-        module.fail_json(msg=f"name {name!r}: use letters, digits, dot, dash and underscore only")
+    name = params["name"] or set_name(prefix, started)
+    problem = name_problem("name", name)
+    if problem:
+        raise ConfigError(problem)
     path = os.path.join(dest, name)
     if not params["name"]:
         counter = 1
@@ -234,45 +202,62 @@ def do_present(module):
             path = os.path.join(dest, f"{name}-{counter}")
         name = os.path.basename(path)
     elif os.path.lexists(path):
-        module.fail_json(msg=f"set {path} already exists; choose another name")
+        raise ConfigError(f"set {path} already exists; choose another name")
     result = dict(changed=True, name=name, path=path, started_at=iso(started))
     if module.check_mode:
-        module.exit_json(**result)
+        return result
     if not os.path.isdir(dest):
         os.makedirs(dest, mode=0o700)
         os.chmod(dest, 0o700)
     os.mkdir(path, 0o700)
     os.chmod(path, 0o700)
-    module.exit_json(**result)
+    return result
 
 
-def check_part(module, path, entry, verify):
+def check_part(path, entry, verify):
+    """The manifest entry of one part; raises BackupError when its file is not the one the dump reported."""
+    part = entry.get("part")
     name = entry.get("name") or os.path.basename(entry.get("dest") or "")
     if not name or "/" in name or name in (MANIFEST, LATEST):
-        module.fail_json(msg=f"part {entry.get('part')!r}: give dest (a file inside the set) or name")
+        raise ConfigError(f"part {part!r}: give dest (a file inside the set) or name")
     if entry.get("dest") and os.path.dirname(os.path.abspath(entry["dest"])) != path:
-        module.fail_json(msg=f"part {entry.get('part')!r}: {entry['dest']} is not inside the set {path}")
+        raise ConfigError(f"part {part!r}: {entry['dest']} is not inside the set {path}")
     file_path = os.path.join(path, name)
     if not os.path.isfile(file_path):
-        module.fail_json(msg=f"part {entry.get('part')!r}: {file_path} is missing; the set is incomplete")
+        raise BackupError(f"part {part!r}: {file_path} is missing; the set is incomplete")
     size = os.path.getsize(file_path)
     if entry.get("size") is not None and int(entry["size"]) != size:
-        module.fail_json(msg=f"part {entry.get('part')!r}: {file_path} has {size} bytes, the dump reported "
-                             f"{entry['size']}")
-    record = dict(part=entry.get("part"), name=name, size=size)
+        raise BackupError(f"part {part!r}: {file_path} has {size} bytes, the dump reported {entry['size']}")
+    record = dict(part=part, name=name, size=size)
     for key in KNOWN_KEYS[1:]:
         if entry.get(key) is not None:
             record[key] = entry[key]
     if verify or not record.get("sha256"):
         digest = sha256_file(file_path)
         if record.get("sha256") and record["sha256"] != digest:
-            module.fail_json(msg=f"part {entry.get('part')!r}: sha256 of {file_path} is {digest}, the dump "
-                                 f"reported {record['sha256']}: the file changed after it was written")
+            raise BackupError(f"part {part!r}: sha256 of {file_path} is {digest}, the dump reported "
+                              f"{record['sha256']}: the file changed after it was written")
         record["sha256"] = digest
-    details = {k: v for k, v in entry.items() if k not in KNOWN_KEYS + RESULT_NOISE}
+    details = {k: v for k, v in entry.items()
+               if k not in KNOWN_KEYS + ENTRY_KEYS and not is_result_noise(k)}
     if details:
         record["details"] = details
     return record
+
+
+def check_set(params, path):
+    """The manifest entries of the parts; raises BackupError unless the set can be completed."""
+    if not os.path.isdir(path):
+        raise ConfigError(f"set {path} does not exist")
+    if os.path.exists(os.path.join(path, MANIFEST)):
+        raise BackupError(f"set {path} is already complete (it has a manifest)")
+    if any(not p.get("part") for p in params["parts"]):
+        raise ConfigError("every entry of parts needs a part name")
+    files = [check_part(path, entry, params["verify_checksums"]) for entry in params["parts"]]
+    leftovers = [f for f in os.listdir(path) if f.endswith(".partial")]
+    if leftovers:
+        raise BackupError(f"set {path} holds unfinished files {leftovers}; a dump did not end cleanly")
+    return files
 
 
 def do_complete(module):
@@ -280,52 +265,54 @@ def do_complete(module):
     dest, name = params["dest"], params["name"]
     path = os.path.join(dest, name)
     manifest_path = os.path.join(path, MANIFEST)
-    if not os.path.isdir(path):
-        module.fail_json(msg=f"set {path} does not exist")
-    if os.path.exists(manifest_path):
-        module.fail_json(msg=f"set {path} is already complete (it has a manifest)")
-    missing = [p for p in params["parts"] if not p.get("part")]
-    if missing:
-        module.fail_json(msg="every entry of parts needs a part name")
-    files = [check_part(module, path, entry, params["verify_checksums"]) for entry in params["parts"]]
-    leftovers = [f for f in os.listdir(path) if f.endswith(".partial")]
-    if leftovers:
-        module.fail_json(msg=f"set {path} holds unfinished files {leftovers}; a dump did not end cleanly")
+    files = check_set(params, path)
     started = params["started_at"] or iso(datetime.datetime.fromtimestamp(os.stat(path).st_mtime,
                                                                           datetime.timezone.utc))
     manifest = dict(format=1, collection_version=COLLECTION_VERSION, set=name, started_at=started)
     manifest.update(params["metadata"])
     manifest.update(files=files, skipped=params["skipped"])
+    result = dict(changed=True, name=name, path=path, manifest_path=manifest_path, started_at=started, latest=None)
     if module.check_mode:
-        module.exit_json(changed=True, name=name, path=path, manifest_path=manifest_path, started_at=started,
-                         latest=None)
+        return result
     manifest["completed_at"] = iso(utc_now())
     with AtomicSink(manifest_path) as sink:
         sink.write(json.dumps(manifest, indent=2, sort_keys=False, ensure_ascii=False).encode("utf-8") + b"\n")
         sink.commit()
-    latest = None
     if params["update_latest"]:
         sets = complete_sets(dest, params["prefix"])
         if sets and sets[-1] == name:
             point_latest(dest, name)
         link = os.path.join(dest, LATEST)
-        latest = os.readlink(link) if os.path.islink(link) else None
-    module.exit_json(changed=True, name=name, path=path, manifest=manifest, manifest_path=manifest_path,
-                     started_at=started, latest=latest)
+        result["latest"] = os.readlink(link) if os.path.islink(link) else None
+    result["manifest"] = manifest
+    return result
 
 
 def do_absent(module):
     params = module.params
     path = os.path.join(params["dest"], params["name"])
     if not os.path.lexists(path):
-        module.exit_json(changed=False, name=params["name"], path=path)
+        return dict(changed=False, name=params["name"], path=path)
     if os.path.islink(path) or not os.path.isdir(path):
-        module.fail_json(msg=f"{path} is not a set directory")
+        raise BackupError(f"{path} is not a set directory")
     if os.path.exists(os.path.join(path, MANIFEST)):
-        module.fail_json(msg=f"set {path} is complete (it has a manifest); this module never removes a complete set")
+        raise BackupError(f"set {path} is complete (it has a manifest); this module never removes a complete set")
     if not module.check_mode:
         shutil.rmtree(path)
-    module.exit_json(changed=True, name=params["name"], path=path)
+    return dict(changed=True, name=params["name"], path=path)
+
+
+def run(module):
+    params = module.params
+    problem = (name_problem("name", params["name"]) if params["name"] is not None else None) \
+        or name_problem("prefix", params["prefix"])
+    if problem:
+        raise ConfigError(problem)
+    action = {"present": do_present, "complete": do_complete, "absent": do_absent}[params["state"]]
+    try:
+        return action(module)
+    except OSError as exc:
+        raise BackupError(f"{params['state']} of set in {params['dest']}: {exc}") from exc
 
 
 def main():
@@ -345,20 +332,7 @@ def main():
         required_if=[("state", "complete", ("name",)), ("state", "absent", ("name",))],
         supports_check_mode=True,
     )
-    params = module.params
-    if params["name"] is not None and not NAME_RE.match(params["name"]):
-        module.fail_json(msg=f"name {params['name']!r}: use letters, digits, dot, dash and underscore only")
-    if not NAME_RE.match(params["prefix"]):
-        module.fail_json(msg=f"prefix {params['prefix']!r}: use letters, digits, dot, dash and underscore only")
-    try:
-        if params["state"] == "present":
-            do_present(module)
-        elif params["state"] == "complete":
-            do_complete(module)
-        else:
-            do_absent(module)
-    except OSError as exc:
-        module.fail_json(msg=f"{params['state']} of set in {params['dest']}: {exc}")
+    run_module(module, run)
 
 
 if __name__ == "__main__":

@@ -237,14 +237,15 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
 
-from ansible_collections.authentik_ops.backup.plugins.module_utils._common import Stopwatch
+from ansible_collections.authentik_ops.backup.plugins.module_utils._common import Stopwatch, run_module
+from ansible_collections.authentik_ops.backup.plugins.module_utils._errors import BackupError, ConfigError
+from ansible_collections.authentik_ops.backup.plugins.module_utils._fsutil import sha256_file
 from ansible_collections.authentik_ops.backup.plugins.module_utils._sets import (
     LATEST,
     MANIFEST,
     bad_file_name,
     resolve_set,
 )
-from ansible_collections.authentik_ops.backup.plugins.module_utils._sink import sha256_file
 
 try:
     import boto3
@@ -262,33 +263,33 @@ MIB = 1 << 20
 READ_CHUNK = MIB
 
 
-class UploadError(Exception):
+class UploadError(BackupError):
     """A file cannot be copied as the manifest describes it; the message says why."""
 
 
 # --- the set ------------------------------------------------------------------------------------------------------
 
-def set_files(module, set_path):
+def set_files(set_path):
     """[(name, size, sha256)] of the manifest's files, then manifest.json itself (its own sha256 from disk)."""
     manifest_path = os.path.join(set_path, MANIFEST)
     if not os.path.isfile(manifest_path):
-        module.fail_json(msg=f"{set_path} has no {MANIFEST}: the set is incomplete and is not copied")
+        raise UploadError(f"{set_path} has no {MANIFEST}: the set is incomplete and is not copied")
     try:
         with open(manifest_path, "rb") as handle:
             manifest = json.loads(handle.read().decode("utf-8"))
         if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list):
             raise ValueError("it has no list of files")
     except (OSError, ValueError) as exc:
-        module.fail_json(msg=f"{manifest_path} cannot be read: {exc}")
+        raise UploadError(f"{manifest_path} cannot be read: {exc}") from None
     files = []
     for entry in manifest["files"]:
         name = entry.get("name") if isinstance(entry, dict) else None
         if bad_file_name(name):
-            module.fail_json(msg=f"{MANIFEST}: entry {entry!r} has no valid file name")
+            raise UploadError(f"{MANIFEST}: entry {entry!r} has no valid file name")
         if not entry.get("sha256") or entry.get("size") is None:
-            module.fail_json(msg=f"{MANIFEST}: {name} has no size or sha256; the copy could not be verified")
+            raise UploadError(f"{MANIFEST}: {name} has no size or sha256; the copy could not be verified")
         if not os.path.isfile(os.path.join(set_path, name)):
-            module.fail_json(msg=f"{name} is listed in {MANIFEST} but missing from {set_path}")
+            raise UploadError(f"{name} is listed in {MANIFEST} but missing from {set_path}")
         files.append((name, int(entry["size"]), str(entry["sha256"]).lower()))
     files.append((MANIFEST, os.path.getsize(manifest_path), sha256_file(manifest_path)))
     return files
@@ -491,6 +492,39 @@ def run(module, client, set_path, files):
                 bytes_uploaded=sent)
 
 
+def upload(module):
+    params = module.params
+    if not HAS_BOTO3:
+        raise ConfigError(missing_required_lib("boto3", reason="to copy backup sets to S3-compatible storage"),
+                          exception=BOTO3_IMPORT_ERROR)
+    if not 5 <= params["part_size"] <= 5120:
+        raise ConfigError(f"part_size: {params['part_size']} MiB is outside what S3 accepts; choose 5 to 5120")
+    if params["prefix"].startswith("/"):
+        raise ConfigError(f"prefix: {params['prefix']!r} must not start with /; S3 keys are relative")
+    watch = Stopwatch()
+    set_path = resolve_set(params["path"], params["dest"], params["name"])
+    common = dict(changed=False, set=os.path.basename(set_path), set_path=set_path, bucket=params["bucket"])
+    files = set_files(set_path)
+    try:
+        client = s3_client(module)
+        result = run(module, client, set_path, files)
+    except UploadError as exc:
+        raise UploadError(exc.msg, **common) from exc
+    except (BotoCoreError, ClientError) as exc:
+        raise UploadError(f"S3 request to bucket {params['bucket']!r} failed: {describe_error(exc)}",
+                          **common) from exc
+    except OSError as exc:
+        raise UploadError(f"reading the set failed: {exc}", **common) from exc
+    common.update(result, duration=watch.elapsed)
+    common["changed"] = bool(result["uploaded"]) or (module.check_mode and any(
+        str(o.get("action", "")).startswith("would") for o in result["objects"]))
+    if result["problems"]:
+        what = "the copy in the bucket does not match the manifest" if params["mode"] == "verify" else \
+            "the copy could not be verified"
+        raise UploadError(f"{what}: {'; '.join(result['problems'])}", **common)
+    return common
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -515,35 +549,7 @@ def main():
         required_one_of=[("path", "dest")],
         supports_check_mode=True,
     )
-    params = module.params
-    if not HAS_BOTO3:
-        module.fail_json(msg=missing_required_lib("boto3", reason="to copy backup sets to S3-compatible storage"),
-                         exception=BOTO3_IMPORT_ERROR)
-    if not 5 <= params["part_size"] <= 5120:
-        module.fail_json(msg=f"part_size: {params['part_size']} MiB is outside what S3 accepts; choose 5 to 5120")
-    if params["prefix"].startswith("/"):
-        module.fail_json(msg=f"prefix: {params['prefix']!r} must not start with /; S3 keys are relative")
-    watch = Stopwatch()
-    set_path = resolve_set(module)
-    common = dict(changed=False, set=os.path.basename(set_path), set_path=set_path, bucket=params["bucket"])
-    files = set_files(module, set_path)
-    try:
-        client = s3_client(module)
-        result = run(module, client, set_path, files)
-    except UploadError as exc:
-        module.fail_json(msg=str(exc), **common)
-    except (BotoCoreError, ClientError) as exc:
-        module.fail_json(msg=f"S3 request to bucket {params['bucket']!r} failed: {describe_error(exc)}", **common)
-    except OSError as exc:
-        module.fail_json(msg=f"reading the set failed: {exc}", **common)
-    common.update(result, duration=watch.elapsed)
-    common["changed"] = bool(result["uploaded"]) or (module.check_mode and any(
-        str(o.get("action", "")).startswith("would") for o in result["objects"]))
-    if result["problems"]:
-        what = "the copy in the bucket does not match the manifest" if params["mode"] == "verify" else \
-            "the copy could not be verified"
-        module.fail_json(msg=f"{what}: {'; '.join(result['problems'])}", **common)
-    module.exit_json(**common)
+    run_module(module, upload)
 
 
 if __name__ == "__main__":

@@ -72,7 +72,8 @@ options:
   restore_test:
     description:
       - Restore the PostgreSQL dump into a throw-away container (see the description). Needs the Docker engine on
-        the host the module runs on and the image O(image) present there (it is not pulled).
+        the host the module runs on (O(docker_host), O(api_timeout)) and the image O(image) present there (it is
+        not pulled).
     type: bool
     default: false
   image:
@@ -186,7 +187,6 @@ restore_test:
 import hashlib
 import json
 import os
-import posixpath
 import secrets
 import time
 
@@ -204,7 +204,9 @@ from ansible_collections.authentik_ops.backup.plugins.module_utils._common impor
     decrypt_argument_spec,
     excerpt,
     load_identities,
+    run_module,
 )
+from ansible_collections.authentik_ops.backup.plugins.module_utils._errors import BackupError, ConfigError
 from ansible_collections.authentik_ops.backup.plugins.module_utils._formats import RdbChecker
 from ansible_collections.authentik_ops.backup.plugins.module_utils._postgres import (
     PROBE_SQL,
@@ -222,11 +224,13 @@ from ansible_collections.authentik_ops.backup.plugins.module_utils._restore impo
 from ansible_collections.authentik_ops.backup.plugins.module_utils._sets import (
     LATEST,
     MANIFEST,
+    REPORT,
     bad_file_name,
     resolve_set,
 )
 from ansible_collections.authentik_ops.backup.plugins.module_utils._tarsafe import TarSafetyError, validate_stream
-from ansible_collections.authentik_ops.backup.plugins.module_utils._transport import TransportError
+from ansible_collections.authentik_ops.backup.plugins.module_utils._transport import ChunkReader, TransportError
+from ansible_collections.authentik_ops.backup.plugins.module_utils import _transport_factory as factory
 
 RAW_CHUNK = 256 * 1024
 TABLES_SQL = ("select count(*) from pg_catalog.pg_tables "
@@ -253,34 +257,17 @@ class _RawReader:
                 self.size += len(block)
                 yield block
 
-
-class _ChunkFile:
-    """A read()-able file object over a generator of bytes (for tarfile's stream mode)."""
-
-    def __init__(self, chunks):
-        self.chunks = iter(chunks)
-        self.buffer = b""
-        self.pos = 0
-
-    def read(self, size=-1):
-        parts = []
-        wanted = size
-        while wanted != 0:
-            if self.pos >= len(self.buffer):
-                self.buffer, self.pos = next(self.chunks, b""), 0
-                if not self.buffer:
-                    break
-            take = len(self.buffer) - self.pos if wanted < 0 else min(wanted, len(self.buffer) - self.pos)
-            parts.append(self.buffer[self.pos:self.pos + take])
-            self.pos += take
-            if wanted > 0:
-                wanted -= take
-        return b"".join(parts)
-
-    def drain(self):
-        for block in self.chunks:
-            del block
-        self.buffer, self.pos = b"", 0
+    def finish(self):
+        """Hash the whole file again when a check stopped reading early."""
+        if self.size < os.path.getsize(self.path):
+            with open(self.path, "rb") as handle:
+                self.sha = hashlib.sha256()
+                while True:
+                    block = handle.read(RAW_CHUNK)
+                    if not block:
+                        break
+                    self.sha.update(block)
+            self.size = os.path.getsize(self.path)
 
 
 def kind_of(entry):
@@ -301,12 +288,9 @@ def allowed_tops(entry):
     archived = details.get("archived")
     if not isinstance(archived, list) or not archived:
         return None
-    local = isinstance(details.get("target"), dict) and details["target"].get("platform") == "local"
-    tops = set()
-    for path in archived:
-        parts = [p for p in str(path).split("/") if p not in ("", ".")]
-        if parts:
-            tops.add(parts[0] if local else posixpath.basename(posixpath.normpath(str(path))))
+    target = details.get("target") if isinstance(details.get("target"), dict) else {}
+    tops = {factory.archive_top(target, str(path)) for path in archived}
+    tops.discard(None)
     return tops or None
 
 
@@ -326,7 +310,7 @@ def check_content(kind, chunks, entry, record):
         record["details"].update(raw_size=checker.size, rdb_version=version, rdb_check=message)
         return None if ok else message
     if kind == "tar":
-        stream = _ChunkFile(chunks)
+        stream = ChunkReader(chunks)
         try:
             summary = validate_stream(stream, allowed_tops=allowed_tops(entry))
         except TarSafetyError as exc:
@@ -340,24 +324,22 @@ def check_content(kind, chunks, entry, record):
     return None
 
 
-def verify_file(set_path, entry, check_formats, identities=()):
-    name = entry.get("name") if isinstance(entry, dict) else None
-    record = dict(name=name, part=entry.get("part") if isinstance(entry, dict) else None, ok=False, problems=[],
-                  details={})
-    problems = record["problems"]
+def file_problem(set_path, name, entry):
+    """Why the manifest entry cannot be checked at all (bad name, missing, not a file), or None."""
     if bad_file_name(name):
-        problems.append(f"manifest entry {entry!r} has no valid file name")
-        return record
+        return f"manifest entry {entry!r} has no valid file name"
     path = os.path.join(set_path, name)
     if not os.path.lexists(path):
-        problems.append(f"{name}: listed in the manifest but missing")
-        return record
+        return f"{name}: listed in the manifest but missing"
     if os.path.islink(path) or not os.path.isfile(path):
-        problems.append(f"{name}: not a regular file")
-        return record
-    compression = entry.get("compression") or compression_of(name)
-    kind = kind_of(entry) if check_formats else None
-    record.update(format=kind or "none", compression=compression, content_checked=True)
+        return f"{name}: not a regular file"
+    return None
+
+
+def content_problems(path, name, entry, record, kind, identities):
+    """Decrypt (when possible), decompress and check the content of ``path``; returns (problems, _RawReader)."""
+    problems = []
+    compression = record["compression"]
     raw = _RawReader(path)
     chunks = raw.chunks()
     try:
@@ -383,15 +365,24 @@ def verify_file(set_path, entry, check_formats, identities=()):
         problems.append(f"{name}: {exc}")
     except OSError as exc:
         problems.append(f"{name}: cannot be read: {exc}")
-    if raw.size < os.path.getsize(path):  # a check stopped early: hash the rest for the checksum
-        with open(path, "rb") as handle:
-            raw.sha = hashlib.sha256()
-            while True:
-                block = handle.read(RAW_CHUNK)
-                if not block:
-                    break
-                raw.sha.update(block)
-            raw.size = os.path.getsize(path)
+    raw.finish()
+    return problems, raw
+
+
+def verify_file(set_path, entry, check_formats, identities=()):
+    name = entry.get("name") if isinstance(entry, dict) else None
+    record = dict(name=name, part=entry.get("part") if isinstance(entry, dict) else None, ok=False, problems=[],
+                  details={})
+    problems = record["problems"]
+    problem = file_problem(set_path, name, entry)
+    if problem:
+        problems.append(problem)
+        return record
+    kind = kind_of(entry) if check_formats else None
+    record.update(format=kind or "none", compression=entry.get("compression") or compression_of(name),
+                  content_checked=True)
+    found, raw = content_problems(os.path.join(set_path, name), name, entry, record, kind, identities)
+    problems.extend(found)
     record.update(size=raw.size, sha256=raw.sha.hexdigest())
     if entry.get("size") is not None and int(entry["size"]) != raw.size:
         problems.append(f"{name}: {raw.size} bytes on disk, the manifest says {entry['size']}")
@@ -412,12 +403,8 @@ def manifest_image(manifest):
 
 
 def restore_test(module, set_path, manifest, files):
-    """Restore the set's dump into a throw-away container; returns the outcome dict (never raises)."""
-    from ansible_collections.authentik_ops.backup.plugins.module_utils._docker_api import (
-        DockerClient,
-        DockerTransport,
-    )
-
+    """Restore the set's dump into a throw-away container; returns the outcome dict (a problem of the set or of the
+    container is the outcome's ``problem``; only a missing image name raises)."""
     params = module.params
     outcome = dict(ok=False)
     dumps = [f for f in files if f.get("format") == "pg_dumpall" or f.get("part") == "postgres"]
@@ -426,65 +413,65 @@ def restore_test(module, set_path, manifest, files):
         return outcome
     image = params["image"] or manifest_image(manifest)
     if not image:
-        module.fail_json(msg="restore_test: the manifest records no database image (source.containers.postgresql"
-                             ".image); set image to a PostgreSQL image present on this Docker host")
-    outcome["image"] = image
-    src = os.path.join(set_path, dumps[0]["name"])
+        raise ConfigError("restore_test: the manifest records no database image (source.containers.postgresql"
+                          ".image); set image to a PostgreSQL image present on this Docker host")
     name = f"authentik-verify-{secrets.token_hex(6)}"
     user = f"akbt_verify_{secrets.token_hex(4)}"
-    outcome.update(container=name, user=user)
+    outcome.update(image=image, container=name, user=user)
     watch = Stopwatch()
-    client = None
+    scratch = None
     try:
-        client = DockerClient(params["docker_host"] or DEFAULT_DOCKER_HOST, timeout=params["api_timeout"])
-        if client.inspect_image(image) is None:
+        scratch = factory.open_scratch_containers(params)
+        if not scratch.has_image(image):
             raise TransportError(f"image {image!r} is not present on this Docker host (it is not pulled); load it "
                                  "or set image")
-        body = dict(Image=image,
-                    Env=[f"POSTGRES_USER={user}", f"POSTGRES_PASSWORD={secrets.token_urlsafe(24)}",
-                         "POSTGRES_DB=postgres"],
-                    Labels={"authentik_ops.backup.restore_test": "true"},
-                    HostConfig=dict(NetworkMode="none"))
-        client.create_container(name, body)
-        client.start_container(name)
-        transport = DockerTransport(name, params["docker_host"] or DEFAULT_DOCKER_HOST, timeout=params["api_timeout"])
-        pg = dict(user=user, host="127.0.0.1", port=None, password=None)
-        wait_postgres(transport, pg, time.monotonic() + params["restore_timeout"])
-        compression = compression_of(src, dumps[0].get("compression") or "auto")
-        size, removed, check = count_dump(src, compression, user)
-        problem = check.problem()
-        if problem:
-            raise RestoreError(problem)
-        result, feed, role_filter, check = restore_dump(transport, pg, src, compression, user, size)
-        if feed.error is not None:
-            raise RestoreError(f"reading {src} failed: {feed.error}")
-        if not result.complete or result.exit_code != 0:
-            raise RestoreError(f"psql exited with status {result.exit_code} "
-                               f"({result.problem or PSQL_MEANING.get(result.exit_code, 'error')}): "
-                               f"{excerpt(result.stderr, 1000)}")
-        databases = {}
-        for database in json.loads(query(transport, pg, "template1", DATABASES_SQL) or "[]"):
-            databases[database] = int(query(transport, pg, database, TABLES_SQL))
-        outcome.update(ok=True, databases=databases, bytes=size)
-        expected = set()
-        for entry in manifest.get("files") or []:
-            if isinstance(entry, dict) and entry.get("name") == dumps[0]["name"]:
-                expected = set((entry.get("details") or {}).get("databases") or [])
-        missing = sorted(expected - set(databases))
-        if missing:
-            outcome.update(ok=False, problem=f"databases missing after the restore: {', '.join(missing)}")
+        transport = scratch.run(name, image, dict(POSTGRES_USER=user, POSTGRES_PASSWORD=secrets.token_urlsafe(24),
+                                                  POSTGRES_DB="postgres"),
+                                {"authentik_ops.backup.restore_test": "true"})
+        outcome.update(restore_into(transport, user, os.path.join(set_path, dumps[0]["name"]), dumps[0],
+                                    manifest, time.monotonic() + params["restore_timeout"]))
     except (TransportError, RestoreError, OSError, ValueError) as exc:
         outcome["problem"] = str(exc)
     finally:
-        if client is not None:
+        if scratch is not None:
             try:
-                client.remove_container(name, force=True, volumes=True)
+                scratch.remove(name)
                 outcome["removed"] = True
             except TransportError as exc:
                 outcome["removed"] = False
                 outcome["problem"] = (outcome.get("problem", "") + f"; removing container {name} failed: {exc}"
                                       ).lstrip("; ")
     outcome["duration"] = watch.elapsed
+    return outcome
+
+
+def restore_into(transport, user, src, dump, manifest, deadline):
+    """Restore ``src`` into the fresh server behind ``transport`` and count databases and tables."""
+    pg = dict(user=user, host="127.0.0.1", port=None, password=None)
+    wait_postgres(transport, pg, deadline)
+    compression = compression_of(src, dump.get("compression") or "auto")
+    size, _removed, check = count_dump(src, compression, user)
+    problem = check.problem()
+    if problem:
+        raise RestoreError(problem)
+    result, feed, _role_filter, check = restore_dump(transport, pg, src, compression, user, size)
+    if feed.error is not None:
+        raise RestoreError(f"reading {src} failed: {feed.error}")
+    if not result.complete or result.exit_code != 0:
+        raise RestoreError(f"psql exited with status {result.exit_code} "
+                           f"({result.problem or PSQL_MEANING.get(result.exit_code, 'error')}): "
+                           f"{excerpt(result.stderr, 1000)}")
+    databases = {}
+    for database in json.loads(query(transport, pg, "template1", DATABASES_SQL) or "[]"):
+        databases[database] = int(query(transport, pg, database, TABLES_SQL))
+    outcome = dict(ok=True, databases=databases, bytes=size)
+    expected = set()
+    for entry in manifest.get("files") or []:
+        if isinstance(entry, dict) and entry.get("name") == dump["name"]:
+            expected = set((entry.get("details") or {}).get("databases") or [])
+    missing = sorted(expected - set(databases))
+    if missing:
+        outcome.update(ok=False, problem=f"databases missing after the restore: {', '.join(missing)}")
     return outcome
 
 
@@ -512,6 +499,75 @@ def wait_postgres(transport, pg, deadline):
         time.sleep(0.5)
 
 
+def read_manifest(set_path, problems):
+    """The set's manifest, or None with the reason added to ``problems``."""
+    manifest_path = os.path.join(set_path, MANIFEST)
+    if not os.path.isfile(manifest_path):
+        problems.append(f"{MANIFEST} is missing: the set is incomplete and is not a backup")
+        return None
+    try:
+        with open(manifest_path, "rb") as handle:
+            manifest = json.loads(handle.read().decode("utf-8"))
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list):
+            raise ValueError("it has no list of files")
+    except (OSError, ValueError) as exc:
+        problems.append(f"{MANIFEST} cannot be read: {exc}")
+        return None
+    return manifest
+
+
+def check_manifest_files(params, set_path, manifest, result):
+    """Check every file the manifest lists, and report the files it does not list."""
+    problems, warnings = result["problems"], result["warnings_found"]
+    if manifest.get("format") != 1:
+        warnings.append(f"{MANIFEST}: format {manifest.get('format')!r}, this module knows format 1")
+    identities = load_identities(params)
+    files = [verify_file(set_path, entry if isinstance(entry, dict) else {}, params["check_formats"], identities)
+             for entry in manifest["files"]]
+    for record in files:
+        problems.extend(record["problems"])
+    unchecked = [record["name"] for record in files if record.get("content_checked") is False]
+    if unchecked:
+        warnings.append(f"{', '.join(unchecked)}: encrypted with age and no identity given (decrypt_identity or "
+                        "decrypt_identity_file): size and sha256 were checked, compression and format were not")
+    listed = {record["name"] for record in files if record.get("name")}
+    for entry in sorted(os.listdir(set_path)):
+        # report.json: the run report the backup role writes after the manifest (it describes, not holds, data)
+        if entry not in (MANIFEST, REPORT) and entry not in listed:
+            warnings.append(f"{entry}: in the set directory but not in the manifest")
+    result.update(files=files, authentik=manifest.get("authentik") or {}, platform=manifest.get("platform"),
+                  manifest={key: manifest.get(key) for key in ("format", "set", "started_at", "completed_at",
+                                                               "collection_version")})
+    return files
+
+
+def verify(module):
+    params = module.params
+    set_path = resolve_set(params["path"], params["dest"], params["name"], ok=False, problems=[])
+    result = dict(changed=False, ok=False, set_path=set_path, set=os.path.basename(set_path), problems=[],
+                  warnings_found=[])
+    problems = result["problems"]
+    manifest = read_manifest(set_path, problems)
+    if manifest is not None:
+        files = check_manifest_files(params, set_path, manifest, result)
+        if params["restore_test"]:
+            if module.check_mode:
+                result["restore_test"] = dict(ok=None, skipped="check mode: no container is created")
+            elif problems:
+                result["restore_test"] = dict(ok=False, skipped="the set failed its checks; nothing was restored")
+            else:
+                outcome = restore_test(module, set_path, manifest, files)
+                result["restore_test"] = outcome
+                if not outcome.get("ok"):
+                    problems.append(f"restore test: {outcome.get('problem')}")
+    result["ok"] = not problems
+    for warning in result["warnings_found"]:
+        module.warn(warning)
+    if problems and params["fail_on_error"]:
+        raise BackupError(f"backup set {set_path} failed verification: {'; '.join(problems)}", **result)
+    return result
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -531,64 +587,7 @@ def main():
         required_one_of=[("path", "dest")],
         supports_check_mode=True,
     )
-    params = module.params
-    set_path = resolve_set(module, ok=False, problems=[])
-    result = dict(changed=False, ok=False, set_path=set_path, set=os.path.basename(set_path), problems=[],
-                  warnings_found=[])
-    problems, warnings = result["problems"], result["warnings_found"]
-
-    manifest_path = os.path.join(set_path, MANIFEST)
-    manifest = None
-    if not os.path.isfile(manifest_path):
-        problems.append(f"{MANIFEST} is missing: the set is incomplete and is not a backup")
-    else:
-        try:
-            with open(manifest_path, "rb") as handle:
-                manifest = json.loads(handle.read().decode("utf-8"))
-            if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list):
-                raise ValueError("it has no list of files")
-        except (OSError, ValueError) as exc:
-            problems.append(f"{MANIFEST} cannot be read: {exc}")
-            manifest = None
-
-    if manifest is not None:
-        if manifest.get("format") != 1:
-            warnings.append(f"{MANIFEST}: format {manifest.get('format')!r}, this module knows format 1")
-        identities = load_identities(module)
-        files = [verify_file(set_path, entry if isinstance(entry, dict) else {}, params["check_formats"],
-                             identities)
-                 for entry in manifest["files"]]
-        for record in files:
-            problems.extend(record["problems"])
-        unchecked = [record["name"] for record in files if record.get("content_checked") is False]
-        if unchecked:
-            warnings.append(f"{', '.join(unchecked)}: encrypted with age and no identity given (decrypt_identity or "
-                            "decrypt_identity_file): size and sha256 were checked, compression and format were not")
-        listed = {record["name"] for record in files if record.get("name")}
-        for entry in sorted(os.listdir(set_path)):
-            # report.json: the run report the backup role writes after the manifest (it describes, not holds, data)
-            if entry not in (MANIFEST, "report.json") and entry not in listed:
-                warnings.append(f"{entry}: in the set directory but not in the manifest")
-        result.update(files=files, authentik=manifest.get("authentik") or {}, platform=manifest.get("platform"),
-                      manifest={key: manifest.get(key) for key in ("format", "set", "started_at", "completed_at",
-                                                                   "collection_version")})
-        if params["restore_test"]:
-            if module.check_mode:
-                result["restore_test"] = dict(ok=None, skipped="check mode: no container is created")
-            elif problems:
-                result["restore_test"] = dict(ok=False, skipped="the set failed its checks; nothing was restored")
-            else:
-                outcome = restore_test(module, set_path, manifest, files)
-                result["restore_test"] = outcome
-                if not outcome.get("ok"):
-                    problems.append(f"restore test: {outcome.get('problem')}")
-
-    result["ok"] = not problems
-    for warning in warnings:
-        module.warn(warning)
-    if problems and params["fail_on_error"]:
-        module.fail_json(msg=f"backup set {set_path} failed verification: {'; '.join(problems)}", **result)
-    module.exit_json(**result)
+    run_module(module, verify)
 
 
 if __name__ == "__main__":

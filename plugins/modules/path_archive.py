@@ -200,77 +200,55 @@ plan:
 """
 
 import io
-import os
-import socket
 import tarfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.authentik_ops.backup.plugins.module_utils import _transport_factory as factory
 from ansible_collections.authentik_ops.backup.plugins.module_utils._common import (
     TRANSPORT_REQUIRED_IF,
     Stopwatch,
-    check_dest,
+    check_output,
     file_result,
-    open_transport,
+    open_sink,
     output_argument_spec,
+    run_module,
     transport_argument_spec,
 )
-from ansible_collections.authentik_ops.backup.plugins.module_utils._formats import TarWalker
-from ansible_collections.authentik_ops.backup.plugins.module_utils._sink import (
-    AtomicSink,
-    SinkError,
-    compression_problem,
+from ansible_collections.authentik_ops.backup.plugins.module_utils._errors import (
+    BackupError,
+    ConfigError,
+    FormatError,
+    TransportError,
 )
-from ansible_collections.authentik_ops.backup.plugins.module_utils._transport import TransportError
+from ansible_collections.authentik_ops.backup.plugins.module_utils._formats import TarWalker
+from ansible_collections.authentik_ops.backup.plugins.module_utils._transport import WriteTo
+
+CONTENT_NEEDS_LOCAL = {"content": "content: only with platform=local (the members are written on this host)"}
 
 
-class _Counter:
-    def __init__(self):
-        self.members = 0
-
-    def __call__(self, tarinfo):
-        self.members += 1
-        return tarinfo
+def missing_message(skipped):
+    return "required paths are missing: " + "; ".join(f"{s['path']} {s['reason']}" for s in skipped)
 
 
-def plan_paths(module, transport):
+def plan_paths(params, transport):
     """Split the paths into those to archive and those to skip, with reasons. Nothing is read yet."""
-    params = module.params
     wanted, skipped = [], []
     for path in params["paths"]:
-        if params["platform"] == "local":
-            present = os.path.lexists(path)
-            reason = "does not exist on the host"
-        elif params["only_mounted"]:
+        if transport.has_mounts and params["only_mounted"]:
             present = transport.is_mounted(path)
             reason = "not mounted in the container"
         else:
             present = transport.path_exists(path)
-            reason = "does not exist in the target"
+            reason = transport.missing_reason
         if present:
             wanted.append(path)
         else:
             skipped.append(dict(path=path, reason=reason))
     if skipped and params["required"]:
-        missing = "; ".join(f"{s['path']} {s['reason']}" for s in skipped)
-        module.fail_json(msg=f"required paths are missing: {missing}", skipped_paths=skipped)
+        raise ConfigError(missing_message(skipped), skipped_paths=skipped)
     return wanted, skipped
-
-
-def archive_local(sink, paths, content=None):
-    counter = _Counter()
-    now = int(time.time())
-    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        for path in paths:
-            tar.add(path, arcname=path.lstrip("/") or ".", recursive=True, filter=counter)
-        for entry in content or []:
-            data = entry["content"].encode("utf-8")
-            info = tarfile.TarInfo(entry["name"])
-            info.size, info.mode, info.mtime, info.uid, info.gid = len(data), 0o600, now, 0, 0
-            info.uname = info.gname = "root"
-            tar.addfile(counter(info), io.BytesIO(data))
-    return counter.members
 
 
 def content_problem(content):
@@ -287,30 +265,105 @@ def content_problem(content):
     return None
 
 
-def archive_remote(sink, transport, paths, skipped, required):
+def archive_content(content, on_data):
+    """Write the members of O(content) as tar (mode 0600, owner 0:0, now); returns how many."""
+    now = int(time.time())
+    with tarfile.open(fileobj=WriteTo(on_data), mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for entry in content:
+            data = entry["content"].encode("utf-8")
+            info = tarfile.TarInfo(entry["name"])
+            info.size, info.mode, info.mtime, info.uid, info.gid = len(data), 0o600, now, 0, 0
+            info.uname = info.gname = "root"
+            tar.addfile(info, io.BytesIO(data))
+    return len(content)
+
+
+def _walked(sink):
+    """A TarWalker and the callback that passes the members of one archive to ``sink`` (without its end)."""
+    walker = TarWalker()
+
+    def take(data):
+        out = walker.feed(data)
+        if out:
+            sink.write(out)
+
+    return walker, take
+
+
+def archive(sink, transport, paths, skipped, required, content=None):
+    """One tar of the archives of ``paths`` (then the members of ``content``) into ``sink``.
+
+    A path that vanished since it was planned is skipped, or fails with ``required``. Returns (members, archived).
+    """
     members = 0
     archived = []
     for path in paths:
-        walker = TarWalker()
-
-        def take(data, walker=walker):
-            out = walker.feed(data)
-            if out:
-                sink.write(out)
-
-        stat = transport.archive(path, take)
+        walker, take = _walked(sink)
+        stat = transport.read_archive(path, take)
         if stat is None:
             if required:
                 raise TransportError(f"required path {path} does not exist in {transport.describe()}")
-            skipped.append(dict(path=path, reason="does not exist in the target"))
+            skipped.append(dict(path=path, reason=transport.missing_reason))
             continue
         if not walker.complete:
-            raise TransportError(f"the archive stream of {path} from {transport.describe()} ended before the "
-                                 "end-of-archive marker: truncated")
+            raise FormatError(f"the archive stream of {path} from {transport.describe()} ended before the "
+                              "end-of-archive marker: truncated")
         members += walker.members
         archived.append(path)
+    if content:
+        walker, take = _walked(sink)
+        archive_content(content, take)
+        members += walker.members
+        archived += [entry["name"] for entry in content]
     sink.write(TarWalker.END)
     return members, archived
+
+
+def check_options(params):
+    problem = factory.platform_option_problem(params, local_only=CONTENT_NEEDS_LOCAL) \
+        or content_problem(params["content"])
+    relative = [p for p in params["paths"] if not p.startswith("/")]
+    if not problem and relative:
+        problem = f"paths must be absolute; these are not: {', '.join(relative)}"
+    if problem:
+        raise ConfigError(problem)
+
+
+def write_archive(params, transport, wanted, skipped, common):
+    watch = Stopwatch()
+    try:
+        with open_sink(params) as sink:
+            members, archived = archive(sink, transport, wanted, skipped, params["required"], params["content"])
+            if not archived:
+                sink.abort()
+                if params["required"]:
+                    raise ConfigError(missing_message(skipped), skipped_paths=skipped)
+                return dict(common, changed=False, dest=None, archived=[], skipped_paths=skipped)
+            stats = sink.commit()
+    except BackupError as exc:
+        raise exc.add_fields(dest=params["dest"])
+    except (OSError, ValueError, tarfile.TarError) as exc:
+        raise BackupError(str(exc), dest=params["dest"]) from exc
+    result = file_result(stats, watch.elapsed)
+    result.update(common, changed=True, members=members, archived=archived, skipped_paths=skipped)
+    return result
+
+
+def run(module):
+    params = module.params
+    check_options(params)
+    check_output(module)
+    transport = factory.open_transport(params)
+    target = transport.target_facts()
+    wanted, skipped = plan_paths(params, transport)
+    common = dict(compression=params["compression"], target=target)
+    given = [entry["name"] for entry in params["content"] or []]
+    if module.check_mode or not (wanted or given):
+        dest = params["dest"] if wanted or given else None
+        return dict(common, changed=bool(wanted or given), dest=dest, archived=wanted + given, skipped_paths=skipped,
+                    plan=dict(action="archive" if wanted or given else "nothing to archive", paths=wanted,
+                              content=given, skipped_paths=skipped, dest=dest))
+    return write_archive(params, transport, wanted, skipped, common)
 
 
 def main():
@@ -328,59 +381,7 @@ def main():
     )
     module = AnsibleModule(argument_spec=argument_spec, required_if=TRANSPORT_REQUIRED_IF,
                            required_one_of=[("paths", "content")], supports_check_mode=True)
-    params = module.params
-    if params["content"] and params["platform"] != "local":
-        module.fail_json(msg="content: only with platform=local (the members are written on this host)")
-    problem = content_problem(params["content"])
-    if problem:
-        module.fail_json(msg=problem)
-
-    relative = [p for p in params["paths"] if not p.startswith("/")]
-    if relative:
-        module.fail_json(msg=f"paths must be absolute; these are not: {', '.join(relative)}")
-    problem = compression_problem(params["compression"]) or check_dest(module, params["dest"])
-    if problem:
-        module.fail_json(msg=problem)
-
-    try:
-        if params["platform"] == "local":
-            transport = None
-            target = dict(platform="local", host=socket.gethostname())
-        else:
-            transport = open_transport(module)
-            target = transport.target_facts()
-        wanted, skipped = plan_paths(module, transport)
-    except TransportError as exc:
-        module.fail_json(msg=str(exc))
-
-    common = dict(compression=params["compression"], target=target)
-    given = [entry["name"] for entry in params["content"] or []]
-    if module.check_mode or not (wanted or given):
-        dest = params["dest"] if wanted or given else None
-        module.exit_json(changed=bool(wanted or given), dest=dest, archived=wanted + given, skipped_paths=skipped,
-                         plan=dict(action="archive" if wanted or given else "nothing to archive", paths=wanted,
-                                   content=given, skipped_paths=skipped, dest=dest), **common)
-
-    watch = Stopwatch()
-    try:
-        with AtomicSink(params["dest"], params["compression"], params["compression_level"],
-                        params["compression_threads"], recipients=params["encrypt_recipients"]) as sink:
-            if transport is None:
-                members, archived = archive_local(sink, wanted, params["content"]), wanted + given
-            else:
-                members, archived = archive_remote(sink, transport, wanted, skipped, params["required"])
-            if not archived:
-                sink.abort()
-                if params["required"]:
-                    missing = "; ".join(f"{s['path']} {s['reason']}" for s in skipped)
-                    module.fail_json(msg=f"required paths are missing: {missing}", skipped_paths=skipped)
-                module.exit_json(changed=False, dest=None, archived=[], skipped_paths=skipped, **common)
-            stats = sink.commit()
-    except (TransportError, SinkError, OSError, ValueError, tarfile.TarError) as exc:
-        module.fail_json(msg=str(exc), dest=params["dest"])
-    result = file_result(stats, watch.elapsed)
-    result.update(common, members=members, archived=archived, skipped_paths=skipped)
-    module.exit_json(changed=True, **result)
+    run_module(module, run)
 
 
 if __name__ == "__main__":

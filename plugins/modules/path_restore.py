@@ -232,157 +232,191 @@ plan:
 
 import os
 import posixpath
-import socket
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.authentik_ops.backup.plugins.module_utils import _transport_factory as factory
 from ansible_collections.authentik_ops.backup.plugins.module_utils._common import (
     DECRYPT_MUTUALLY_EXCLUSIVE,
     TRANSPORT_REQUIRED_IF,
     Stopwatch,
     decrypt_argument_spec,
     excerpt,
-    open_transport,
-    prepare_decryption,
+    run_module,
     transport_argument_spec,
 )
-from ansible_collections.authentik_ops.backup.plugins.module_utils._restore import (
+from ansible_collections.authentik_ops.backup.plugins.module_utils._errors import (
+    BackupError,
+    ConfigError,
     RestoreError,
-    compression_of,
-    Feed,
-    count_bytes,
-    file_identity,
-)
-from ansible_collections.authentik_ops.backup.plugins.module_utils._sink import (
     SinkError,
-    compression_problem,
-    open_decompressed,
+    TransportError,
 )
+from ansible_collections.authentik_ops.backup.plugins.module_utils._restore import Source
+from ansible_collections.authentik_ops.backup.plugins.module_utils._sink import open_decompressed
 from ansible_collections.authentik_ops.backup.plugins.module_utils._tarsafe import (
     TarSafetyError,
-    extract_local,
     rebuild,
     validate_stream,
 )
-from ansible_collections.authentik_ops.backup.plugins.module_utils._transport import TransportError
 
 CLEAN_SH = 'find "$1" -mindepth 1 -delete'
-EXTRACT_SH = 'head -c "$1" | tar -C "$2" -xf -'
+LOCAL_ONLY = {"local_root": "local_root: only with platform=local"}
+NOT_LOCAL = {
+    "paths": "paths: not used with platform=local, which extracts the whole archive into local_root",
+    "clean": "clean: not supported with platform=local; extract into an empty local_root",
+}
 
 
-def parse_paths(module):
-    """{top-level name: (path, parent)} for the paths option; fails on relative or ambiguous paths."""
+def parse_paths(paths):
+    """{top-level name: (path, parent)} for the paths option; refuses relative or ambiguous paths."""
     tops = {}
-    for path in module.params["paths"]:
+    for path in paths:
         if not path.startswith("/"):
-            module.fail_json(msg=f"paths: {path!r} is not absolute")
+            raise ConfigError(f"paths: {path!r} is not absolute")
         clean = posixpath.normpath(path)
         parent, name = posixpath.split(clean)
         if not name or name in (".", ".."):
-            module.fail_json(msg=f"paths: {path!r} has no last component to restore (not /)")
+            raise ConfigError(f"paths: {path!r} has no last component to restore (not /)")
         if name in tops:
-            module.fail_json(msg=f"paths: {tops[name][0]} and {clean} share the name {name!r}; restore them from "
-                                 "their own archives in separate tasks")
+            raise ConfigError(f"paths: {tops[name][0]} and {clean} share the name {name!r}; restore them from "
+                              "their own archives in separate tasks")
         tops[name] = (clean, parent or "/")
     return tops
 
 
-def validate(module, tops):
+def validate(source, tops):
     """Check the whole archive; ``tops`` are the allowed top-level names, or None to allow any."""
-    src = module.params["src"]
+    src = source.path
     try:
-        with open_decompressed(src, module.params["compression"]) as handle:
+        with open_decompressed(src, source.compression) as handle:
             return validate_stream(handle, allowed_tops=None if tops is None else set(tops))
     except TarSafetyError as exc:
-        module.fail_json(msg=f"src: {src} refused, nothing was written: {exc}", src=src)
+        raise TarSafetyError(f"src: {src} refused, nothing was written: {exc}", src=src) from exc
     except Exception as exc:  # OSError, EOFError, zstandard.ZstdError: unreadable either way
-        module.fail_json(msg=f"src: {src} cannot be read or decompressed, nothing was written: {exc}", src=src)
+        raise RestoreError(f"src: {src} cannot be read or decompressed, nothing was written: {exc}",
+                           src=src) from exc
 
 
-def rebuilt(params, names, skip_top_dirs):
-    handle = open_decompressed(params["src"], params["compression"])
+def rebuilt(source, names, skip_top_dirs):
+    handle = open_decompressed(source.path, source.compression)
     try:
         yield from rebuild(handle, tops=names, skip_top_dirs=skip_top_dirs)
     finally:
         handle.close()
 
 
-def extract(transport, params, parent, names):
-    """Send the members of ``names`` into ``parent``; returns the bytes sent."""
-    if transport.platform == "docker":
-        counter = _Counted(rebuilt(params, names, False))
-        transport.put_archive(parent, counter)
-        return counter.size
-    size = count_bytes(rebuilt(params, names, True))
-    feed = Feed(rebuilt(params, names, True), size)  # a failing source is padded with newlines (not a tar header)
-    result = transport.exec_stream(["sh", "-c", EXTRACT_SH, "sh", str(size), parent], _discard, stdin=feed)
-    if feed.error is not None:
-        raise RestoreError(f"reading the archive failed while it was sent: {feed.error}")
-    if not result.complete or result.exit_code != 0:
-        raise TransportError(f"tar in {transport.describe()} failed extracting into {parent} "
-                             f"({result.problem or f'exit status {result.exit_code}'}): {excerpt(result.stderr)}")
-    return size
+def extract(transport, source, parent, names):
+    """Send the members of ``names`` into ``parent``; returns what the transport reports (bytes sent, ...)."""
+    skip = not transport.extracts_top_dirs
+    return transport.write_archive(parent, lambda: rebuilt(source, names, skip))
 
 
-def _discard(data):
-    del data  # tar -x prints nothing on stdout; nothing to keep
-
-
-class _Counted:
-    def __init__(self, chunks):
-        self.chunks = chunks
-        self.size = 0
-
-    def __iter__(self):
-        for block in self.chunks:
-            self.size += len(block)
-            yield block
-
-
-def check_local_options(module):
-    """platform=local: the real path of local_root, after refusing the options it does not use."""
-    params = module.params
-    if params["paths"]:
-        module.fail_json(msg="paths: not used with platform=local, which extracts the whole archive into local_root")
-    if params["clean"]:
-        module.fail_json(msg="clean: not supported with platform=local; extract into an empty local_root")
-    root = params["local_root"]
+def check_local_root(root):
+    """The real path of local_root (platform=local)."""
     if not os.path.isabs(root) or not os.path.isdir(root):
-        module.fail_json(msg=f"local_root: {root} is not an existing directory (absolute path) on this host")
+        raise ConfigError(f"local_root: {root} is not an existing directory (absolute path) on this host")
     return os.path.realpath(root)
 
 
-def run_local(module, identity):
-    """Check the whole archive, then extract it into local_root (platform=local); exits the module."""
-    params = module.params
-    src = params["src"]
-    root = check_local_options(module)
-    summary = validate(module, None)
+def restore_into_root(module, source):
+    """Check the whole archive, then extract it into local_root (platform=local)."""
+    src = source.path
+    root = check_local_root(module.params["local_root"])
+    summary = validate(source, None)
+    transport = factory.open_transport(module.params)
     restored = [root] if summary.members else []
-    target = dict(platform="local", host=socket.gethostname(), local_root=root)
     result = dict(src=src, members=summary.members, archive=summary.as_dict(), restored=restored,
-                  skipped_paths=[], cleaned=[], target=target)
+                  skipped_paths=[], cleaned=[], target=dict(transport.target_facts(), local_root=root))
     if module.check_mode or not restored:
-        module.exit_json(changed=bool(restored), files=[],
-                         plan=dict(action="extract" if restored else "nothing to restore", restored=restored,
-                                   clean=[], members=summary.members), **result)
+        return dict(result, changed=bool(restored), files=[],
+                    plan=dict(action="extract" if restored else "nothing to restore", restored=restored,
+                              clean=[], members=summary.members))
     watch = Stopwatch()
     try:
-        if file_identity(src) != identity:
+        if source.changed():
             raise RestoreError(f"{src} changed after it was checked; nothing was written")
-        handle = open_decompressed(src, params["compression"])
-        try:
-            done = extract_local(handle, root)
-        finally:
-            handle.close()
-        if file_identity(src) != identity:
+        done = extract(transport, source, root, None)
+        if source.changed():
             raise RestoreError(f"{src} changed while it was extracted; restore it again from an unchanged file")
     except (RestoreError, TarSafetyError, SinkError, OSError) as exc:
-        module.fail_json(msg=f"{exc}; {root} may be partly written", **result)
+        raise BackupError(f"{exc}; {root} may be partly written", **result) from exc
     except Exception as exc:  # zstandard.ZstdError, age authentication errors: the file broke after it was checked
-        module.fail_json(msg=f"src: {src} cannot be read or decompressed: {exc}; {root} may be partly written",
-                         **result)
-    module.exit_json(changed=True, files=done.files, raw_size=done.bytes, duration=watch.elapsed, **result)
+        raise BackupError(f"src: {src} cannot be read or decompressed: {exc}; {root} may be partly written",
+                          **result) from exc
+    return dict(result, changed=True, files=done["files"], raw_size=done["size"], duration=watch.elapsed)
+
+
+def check_targets(module, transport, restored, result):
+    """Every restored path must exist in the target; a path that is not a mount is restored with a warning."""
+    missing = [path for path in restored if not transport.path_exists(path)]
+    if missing:
+        raise TransportError(f"{', '.join(missing)} do(es) not exist in {transport.describe()}; create or "
+                             "mount the directory first, nothing was written", **result)
+    if transport.has_mounts:
+        for path in restored:
+            if not transport.is_mounted(path):
+                module.warn(f"{path} is not a mount of {transport.describe()}: restored files land in the "
+                            "container's own layer and are lost when it is recreated")
+
+
+def clean_paths(transport, paths):
+    for path in paths:
+        answer = transport.exec_capture(["sh", "-c", CLEAN_SH, "sh", path])
+        if not answer.ok:
+            raise TransportError(f"cleaning {path} in {transport.describe()} failed "
+                                 f"({answer.problem or f'exit status {answer.exit_code}'}): "
+                                 f"{excerpt(answer.stderr)}")
+
+
+def restore_paths(module, source):
+    """Check the whole archive, then (optionally clean and) extract its top-level names into ``paths``."""
+    src = source.path
+    tops = parse_paths(module.params["paths"])
+    summary = validate(source, tops)
+    present = [name for name in tops if name in summary.tops]
+    restored = [tops[name][0] for name in present]
+    skipped = [dict(path=tops[name][0], reason="not in the archive") for name in tops if name not in summary.tops]
+    result = dict(src=src, members=summary.members, archive=summary.as_dict(), restored=restored,
+                  skipped_paths=skipped)
+    try:
+        transport = factory.open_transport(module.params)
+        result["target"] = transport.target_facts()
+        check_targets(module, transport, restored, result)
+    except BackupError as exc:
+        raise exc.add_fields(**result)
+    cleaned = restored if module.params["clean"] else []
+    if module.check_mode or not restored:
+        return dict(result, changed=bool(restored), cleaned=cleaned,
+                    plan=dict(action="extract" if restored else "nothing to restore", restored=restored,
+                              clean=cleaned, members=summary.members))
+    groups = {}
+    for name in present:
+        groups.setdefault(tops[name][1], []).append(name)
+    watch = Stopwatch()
+    sent = 0
+    try:
+        if source.changed():
+            raise RestoreError(f"{src} changed after it was checked; nothing was written")
+        clean_paths(transport, cleaned)
+        for parent, names in groups.items():
+            sent += extract(transport, source, parent, names)["size"]
+        if source.changed():
+            raise RestoreError(f"{src} changed while it was extracted; restore it again from an unchanged file")
+    except (TransportError, RestoreError, TarSafetyError, SinkError, OSError) as exc:
+        raise BackupError(f"{exc}; the directories may be partly restored", cleaned=cleaned, **result) from exc
+    return dict(result, changed=True, cleaned=cleaned, raw_size=sent, duration=watch.elapsed)
+
+
+def run(module):
+    params = module.params
+    source = Source(params, src=params["src"])
+    problem = factory.platform_option_problem(params, local_only=LOCAL_ONLY, not_local=NOT_LOCAL)
+    if problem:
+        raise ConfigError(problem, src=source.path)
+    if params["local_root"]:
+        return restore_into_root(module, source)
+    return restore_paths(module, source)
 
 
 def main():
@@ -403,71 +437,7 @@ def main():
     ]
     module = AnsibleModule(argument_spec=argument_spec, required_if=required_if,
                            mutually_exclusive=DECRYPT_MUTUALLY_EXCLUSIVE, supports_check_mode=True)
-    params = module.params
-    src = params["src"]
-    if not os.path.isfile(src) or not os.access(src, os.R_OK):
-        module.fail_json(msg=f"src: {src} is not a readable file on this host", src=src)
-    prepare_decryption(module, src)
-    params["compression"] = compression_of(src, params["compression"])
-    problem = compression_problem(params["compression"])
-    if problem:
-        module.fail_json(msg=f"src: {problem}", src=src)
-    if params["platform"] == "local":
-        run_local(module, file_identity(src))
-    if params["local_root"]:
-        module.fail_json(msg="local_root: only with platform=local")
-    tops = parse_paths(module)
-
-    identity = file_identity(src)
-    summary = validate(module, tops)
-    present = [name for name in tops if name in summary.tops]
-    restored = [tops[name][0] for name in present]
-    skipped = [dict(path=tops[name][0], reason="not in the archive") for name in tops if name not in summary.tops]
-    result = dict(src=src, members=summary.members, archive=summary.as_dict(), restored=restored,
-                  skipped_paths=skipped)
-
-    try:
-        transport = open_transport(module)
-        result["target"] = transport.target_facts()
-        missing = [path for path in restored if not transport.path_exists(path)]
-        if missing:
-            module.fail_json(msg=f"{', '.join(missing)} do(es) not exist in {transport.describe()}; create or "
-                                 "mount the directory first, nothing was written", **result)
-        if transport.platform == "docker":
-            for path in restored:
-                if not transport.is_mounted(path):
-                    module.warn(f"{path} is not a mount of {transport.describe()}: restored files land in the "
-                                "container's own layer and are lost when it is recreated")
-    except TransportError as exc:
-        module.fail_json(msg=str(exc), **result)
-
-    cleaned = restored if params["clean"] else []
-    if module.check_mode or not restored:
-        module.exit_json(changed=bool(restored), cleaned=cleaned,
-                         plan=dict(action="extract" if restored else "nothing to restore", restored=restored,
-                                   clean=cleaned, members=summary.members), **result)
-
-    groups = {}
-    for name in present:
-        groups.setdefault(tops[name][1], []).append(name)
-    watch = Stopwatch()
-    sent = 0
-    try:
-        if file_identity(src) != identity:
-            raise RestoreError(f"{src} changed after it was checked; nothing was written")
-        for path in cleaned:
-            answer = transport.exec_capture(["sh", "-c", CLEAN_SH, "sh", path])
-            if not answer.ok:
-                raise TransportError(f"cleaning {path} in {transport.describe()} failed "
-                                     f"({answer.problem or f'exit status {answer.exit_code}'}): "
-                                     f"{excerpt(answer.stderr)}")
-        for parent, names in groups.items():
-            sent += extract(transport, params, parent, names)
-        if file_identity(src) != identity:
-            raise RestoreError(f"{src} changed while it was extracted; restore it again from an unchanged file")
-    except (TransportError, RestoreError, TarSafetyError, SinkError, OSError) as exc:
-        module.fail_json(msg=f"{exc}; the directories may be partly restored", cleaned=cleaned, **result)
-    module.exit_json(changed=True, cleaned=cleaned, raw_size=sent, duration=watch.elapsed, **result)
+    run_module(module, run)
 
 
 if __name__ == "__main__":

@@ -242,88 +242,101 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.authentik_ops.backup.plugins.module_utils import _transport_factory as factory
 from ansible_collections.authentik_ops.backup.plugins.module_utils._common import (
     TRANSPORT_REQUIRED_IF,
     Stopwatch,
-    check_dest,
+    check_output,
     excerpt,
     file_result,
-    open_transport,
+    open_sink,
     output_argument_spec,
+    run_module,
     transport_argument_spec,
 )
-from ansible_collections.authentik_ops.backup.plugins.module_utils import _pg_helper as pg_helper
+from ansible_collections.authentik_ops.backup.plugins.module_utils._errors import (
+    BackupError,
+    ConfigError,
+    FormatError,
+    HelperUnavailable,
+    TransportError,
+)
 from ansible_collections.authentik_ops.backup.plugins.module_utils._formats import pg_dumpall_complete
 from ansible_collections.authentik_ops.backup.plugins.module_utils._postgres import (
     PROBE_SQL,
     secret_env,
     shell,
 )
-from ansible_collections.authentik_ops.backup.plugins.module_utils._sink import (
-    AtomicSink,
-    SinkError,
-    compression_problem,
-)
-from ansible_collections.authentik_ops.backup.plugins.module_utils._transport import TransportError
 
 
-def probe(module, transport):
-    params = module.params
+def probe(params, transport):
     argv = shell(params, 'exec psql -X -A -t -q -v ON_ERROR_STOP=1 -d template1 -c "$1"') + [PROBE_SQL]
     result = transport.exec_capture(argv, secret_env=secret_env(params))
     if not result.ok:
-        module.fail_json(msg=f"cannot query PostgreSQL in {transport.describe()}: "
+        raise TransportError(f"cannot query PostgreSQL in {transport.describe()}: "
                              f"{result.problem or f'psql exited with status {result.exit_code}'}: "
                              f"{excerpt(result.stderr)}",
-                         rc=result.exit_code, stderr_excerpt=excerpt(result.stderr))
+                             rc=result.exit_code, stderr_excerpt=excerpt(result.stderr))
     try:
         info = json.loads(result.stdout.decode("utf-8").strip().splitlines()[-1])
     except (ValueError, IndexError):
-        module.fail_json(msg=f"unexpected answer from psql in {transport.describe()}: {excerpt(result.stdout)}")
+        raise TransportError(f"unexpected answer from psql in {transport.describe()}: "
+                             f"{excerpt(result.stdout)}") from None
     excluded = set(params["exclude_databases"])
     info["databases"] = [db for db in (info.get("databases") or []) if db not in excluded]
     return info
 
 
-def choose_method(module, transport):
-    """Decide between the helper and exec; returns (HelperPlan or None, note)."""
-    params = module.params
+class Choice:
+    """How the dump is taken: the transport's dump helper (with the plan its probe made) or exec, and why."""
+
+    def __init__(self, helper=None, plan=None, note=""):
+        self.helper = helper
+        self.plan = plan
+        self.note = note
+
+    @property
+    def method(self):
+        return "helper" if self.plan is not None else "exec"
+
+
+def choose_method(params, transport):
+    """Decide between the transport's dump helper and exec."""
     method = params["method"]
     if method == "exec":
-        return None, ""
-    if transport.platform != "docker":
+        return Choice()
+    helper = transport.dump_helper()
+    if helper is None:
         if method == "helper":
-            module.fail_json(msg="method=helper needs platform=docker (a helper container next to the database); "
-                                 "use method=exec or auto on Kubernetes")
-        return None, ""
+            raise ConfigError("method=helper needs platform=docker (a helper container next to the database); "
+                              "use method=exec or auto on Kubernetes")
+        return Choice()
     try:
-        return pg_helper.probe(transport, params, secret_env(params)), ""
-    except (pg_helper.HelperUnavailable, TransportError) as exc:
+        return Choice(helper, helper.probe(params, secret_env(params)))
+    except (HelperUnavailable, TransportError) as exc:
         if method == "helper":
-            module.fail_json(msg=f"method=helper cannot be used for {transport.describe()}: {exc}; "
-                                 "use method=exec or auto")
-        return None, f"{exc}; dumped through exec"
+            raise ConfigError(f"method=helper cannot be used for {transport.describe()}: {exc}; "
+                              "use method=exec or auto") from exc
+        return Choice(note=f"{exc}; dumped through exec")
 
 
-def dump_failed(module, transport, info, exit_code, stderr, way):
+def dump_failed(transport, info, exit_code, stderr, way):
     hint = ""
     if not info.get("superuser"):
         hint = (f" (role {info.get('user')!r} is not a superuser; pg_dumpall needs one: set user and "
                 "password of a superuser)")
-    module.fail_json(msg=f"pg_dumpall exited with status {exit_code} {way} "
-                         f"{transport.describe()}{hint}: {excerpt(stderr)}",
-                     rc=exit_code, stderr_excerpt=excerpt(stderr))
+    return BackupError(f"pg_dumpall exited with status {exit_code} {way} {transport.describe()}{hint}: "
+                       f"{excerpt(stderr)}", rc=exit_code, stderr_excerpt=excerpt(stderr))
 
 
-def dump_with_helper(module, transport, info, plan, excludes, sink):
+def dump_with_helper(params, transport, info, choice, excludes, sink):
     """Dump through the helper into ``sink``; returns None when it did, else why exec has to (nothing was written)."""
-    params = module.params
     try:
-        outcome = pg_helper.run(transport.client, transport.inspect(), plan, excludes,
-                                os.path.dirname(os.path.abspath(params["dest"])), sink.write)
-    except pg_helper.HelperUnavailable as exc:
+        outcome = choice.helper.dump(choice.plan, excludes, os.path.dirname(os.path.abspath(params["dest"])),
+                                     sink.write)
+    except HelperUnavailable as exc:
         if params["method"] == "helper":
-            module.fail_json(msg=f"method=helper failed for {transport.describe()}: {exc}")
+            raise TransportError(f"method=helper failed for {transport.describe()}: {exc}") from exc
         return f"{exc}; dumped through exec"
     if outcome.ok:
         return None
@@ -332,42 +345,63 @@ def dump_with_helper(module, transport, info, plan, excludes, sink):
             raise TransportError(f"the dump through the helper of {transport.describe()} broke off: "
                                  f"{outcome.problem}; {sink.raw_size} bytes received. "
                                  f"stderr: {excerpt(outcome.stderr)}")
-        dump_failed(module, transport, info, outcome.exit_code, outcome.stderr, "in the helper of")
+        raise dump_failed(transport, info, outcome.exit_code, outcome.stderr, "in the helper of")
     return (f"the helper ended with status {outcome.exit_code} before writing anything "
             f"({excerpt(outcome.stderr) or outcome.problem or 'no message'}); dumped through exec")
 
 
-def dump(module, transport, info, plan, note):
-    params = module.params
-    excludes = [f"--exclude-database={db}" for db in params["exclude_databases"] if db != "template0"]
+def dump_with_exec(params, transport, info, excludes, sink):
     argv = shell(params, 'exec pg_dumpall --clean --if-exists "$@"') + excludes
+    result = transport.exec_stream(argv, sink.write, secret_env=secret_env(params))
+    if not result.complete:
+        raise TransportError(f"the dump stream from {transport.describe()} broke off: {result.problem}; "
+                             f"{sink.raw_size} bytes received. stderr: {excerpt(result.stderr)}")
+    if result.exit_code != 0:
+        raise dump_failed(transport, info, result.exit_code, result.stderr, "in")
+
+
+def dump(params, transport, info, choice):
+    excludes = [f"--exclude-database={db}" for db in params["exclude_databases"] if db != "template0"]
     watch = Stopwatch()
-    method = "exec"
+    method, note = choice.method, choice.note
     try:
-        with AtomicSink(params["dest"], params["compression"], params["compression_level"],
-                        params["compression_threads"], recipients=params["encrypt_recipients"]) as sink:
-            if plan is not None:
-                helper_note = dump_with_helper(module, transport, info, plan, excludes, sink)
-                if helper_note is None:
-                    method = "helper"
-                else:
-                    note = helper_note
+        with open_sink(params) as sink:
+            if method == "helper":
+                helper_note = dump_with_helper(params, transport, info, choice, excludes, sink)
+                if helper_note is not None:
+                    method, note = "exec", helper_note
             if method == "exec":
-                result = transport.exec_stream(argv, sink.write, secret_env=secret_env(params))
-                if not result.complete:
-                    raise TransportError(f"the dump stream from {transport.describe()} broke off: {result.problem}; "
-                                         f"{sink.raw_size} bytes received. stderr: {excerpt(result.stderr)}")
-                if result.exit_code != 0:
-                    dump_failed(module, transport, info, result.exit_code, result.stderr, "in")
+                dump_with_exec(params, transport, info, excludes, sink)
             if not pg_dumpall_complete(sink.tail()):
-                raise TransportError(f"the dump from {transport.describe()} lacks pg_dumpall's completion trailer "
-                                     f"after {sink.raw_size} bytes: the stream was truncated")
+                raise FormatError(f"the dump from {transport.describe()} lacks pg_dumpall's completion trailer "
+                                  f"after {sink.raw_size} bytes: the stream was truncated")
             stats = sink.commit()
-    except (TransportError, SinkError, OSError) as exc:
-        module.fail_json(msg=str(exc), dest=params["dest"])
+    except BackupError as exc:
+        raise exc.add_fields(dest=params["dest"])
+    except OSError as exc:
+        raise BackupError(str(exc), dest=params["dest"]) from exc
     result = file_result(stats, watch.elapsed)
     result.update(method=method, method_note=note if method == "exec" else "")
     return result
+
+
+def run(module):
+    params = module.params
+    check_output(module)
+    transport = factory.open_transport(params)
+    target = transport.target_facts()
+    info = probe(params, transport)
+    common = dict(changed=True, dest=params["dest"], compression=params["compression"], databases=info["databases"],
+                  server_version=info.get("version"), user=info.get("user"),
+                  superuser=bool(info.get("superuser")), target=target)
+    choice = choose_method(params, transport)
+    if module.check_mode:
+        return dict(common, plan=dict(action="dump", dest=params["dest"], databases=info["databases"],
+                                      user=info.get("user"), compression=params["compression"],
+                                      method=choice.method),
+                    method=choice.method, method_note=choice.note)
+    common.update(dump(params, transport, info, choice))
+    return common
 
 
 def main():
@@ -382,31 +416,7 @@ def main():
         method=dict(type="str", default="auto", choices=["auto", "exec", "helper"]),
     )
     module = AnsibleModule(argument_spec=argument_spec, required_if=TRANSPORT_REQUIRED_IF, supports_check_mode=True)
-    params = module.params
-
-    problem = compression_problem(params["compression"]) or check_dest(module, params["dest"])
-    if problem:
-        module.fail_json(msg=problem)
-    try:
-        transport = open_transport(module)
-        target = transport.target_facts()
-    except TransportError as exc:
-        module.fail_json(msg=str(exc))
-
-    info = probe(module, transport)
-    common = dict(dest=params["dest"], compression=params["compression"], databases=info["databases"],
-                  server_version=info.get("version"), user=info.get("user"),
-                  superuser=bool(info.get("superuser")), target=target)
-    plan, note = choose_method(module, transport)
-    if module.check_mode:
-        method = "helper" if plan is not None else "exec"
-        module.exit_json(changed=True, plan=dict(action="dump", dest=params["dest"], databases=info["databases"],
-                                                 user=info.get("user"), compression=params["compression"],
-                                                 method=method),
-                         method=method, method_note=note, **common)
-    result = dump(module, transport, info, plan, note)
-    common.update(result)
-    module.exit_json(changed=True, **common)
+    run_module(module, run)
 
 
 if __name__ == "__main__":

@@ -196,19 +196,24 @@ plan:
 """
 
 import json
-import os
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.authentik_ops.backup.plugins.module_utils import _transport_factory as factory
 from ansible_collections.authentik_ops.backup.plugins.module_utils._common import (
     DECRYPT_MUTUALLY_EXCLUSIVE,
     TRANSPORT_REQUIRED_IF,
     Stopwatch,
     decrypt_argument_spec,
     excerpt,
-    open_transport,
-    prepare_decryption,
+    run_module,
     transport_argument_spec,
+)
+from ansible_collections.authentik_ops.backup.plugins.module_utils._errors import (
+    BackupError,
+    RestoreError,
+    SinkError,
+    TransportError,
 )
 from ansible_collections.authentik_ops.backup.plugins.module_utils._postgres import (
     PROBE_SQL,
@@ -217,61 +222,83 @@ from ansible_collections.authentik_ops.backup.plugins.module_utils._postgres imp
     secret_env,
     shell,
 )
-from ansible_collections.authentik_ops.backup.plugins.module_utils._restore import (
-    RestoreError,
-    compression_of,
-    count_dump,
-    file_identity,
-)
-from ansible_collections.authentik_ops.backup.plugins.module_utils._sink import SinkError, compression_problem
-from ansible_collections.authentik_ops.backup.plugins.module_utils._transport import TransportError
+from ansible_collections.authentik_ops.backup.plugins.module_utils._restore import Source, count_dump
 
 
-def probe(module, transport):
-    params = module.params
+def probe(params, transport):
     argv = shell(params, 'exec psql -X -A -t -q -v ON_ERROR_STOP=1 -d "$1" -c "$2"')
     argv += [params["database"], PROBE_SQL]
     result = transport.exec_capture(argv, secret_env=secret_env(params))
     if not result.ok:
-        module.fail_json(msg=f"cannot query PostgreSQL in {transport.describe()}: "
+        raise TransportError(f"cannot query PostgreSQL in {transport.describe()}: "
                              f"{result.problem or f'psql exited with status {result.exit_code}'}: "
                              f"{excerpt(result.stderr)}",
-                         rc=result.exit_code, stderr_excerpt=excerpt(result.stderr))
+                             rc=result.exit_code, stderr_excerpt=excerpt(result.stderr))
     try:
         return json.loads(result.stdout.decode("utf-8").strip().splitlines()[-1])
     except (ValueError, IndexError):
-        module.fail_json(msg=f"unexpected answer from psql in {transport.describe()}: {excerpt(result.stdout)}")
-    return None
+        raise TransportError(f"unexpected answer from psql in {transport.describe()}: "
+                             f"{excerpt(result.stdout)}") from None
 
 
-def restore(module, transport, size, role):
-    params = module.params
-    src = params["src"]
-    identity = file_identity(src)
+def restore(params, transport, source, size, role):
+    src = source.path
     watch = Stopwatch()
     try:
-        result, feed, role_filter, check = restore_dump(transport, params, src, params["compression"], role,
+        result, feed, role_filter, check = restore_dump(transport, params, src, source.compression, role,
                                                         size, params["database"])
     except (TransportError, RestoreError, SinkError, OSError, ValueError) as exc:
-        module.fail_json(msg=f"restore into {transport.describe()} broke off: {exc}; the database may be partly "
-                             "restored")
+        raise BackupError(f"restore into {transport.describe()} broke off: {exc}; the database may be partly "
+                          "restored") from exc
     elapsed = watch.elapsed
     stderr = excerpt(result.stderr)
-    if feed.error is not None or file_identity(src) != identity:
-        module.fail_json(msg=f"reading {src} failed during the restore: "
-                             f"{feed.error or 'the file changed while it was sent'}; the database may be partly "
-                             "restored", rc=result.exit_code, stderr_excerpt=stderr)
+    if feed.error is not None or source.changed():
+        raise RestoreError(f"reading {src} failed during the restore: "
+                           f"{feed.error or 'the file changed while it was sent'}; the database may be partly "
+                           "restored", rc=result.exit_code, stderr_excerpt=stderr)
     if not result.complete:
-        module.fail_json(msg=f"the restore stream into {transport.describe()} broke off: {result.problem}; "
+        raise TransportError(f"the restore stream into {transport.describe()} broke off: {result.problem}; "
                              f"the database may be partly restored. stderr: {stderr}",
-                         rc=result.exit_code, stderr_excerpt=stderr)
+                             rc=result.exit_code, stderr_excerpt=stderr)
     if result.exit_code != 0:
-        module.fail_json(msg=f"psql exited with status {result.exit_code} "
-                             f"({PSQL_MEANING.get(result.exit_code, 'error')}) in {transport.describe()}: {stderr}",
-                         rc=result.exit_code, stderr_excerpt=stderr)
+        raise BackupError(f"psql exited with status {result.exit_code} "
+                          f"({PSQL_MEANING.get(result.exit_code, 'error')}) in {transport.describe()}: {stderr}",
+                          rc=result.exit_code, stderr_excerpt=stderr)
     throughput = int(check.size / elapsed) if elapsed > 0 else None
     return dict(duration=elapsed, throughput=throughput, rc=result.exit_code, stderr_excerpt=stderr,
                 filtered_statements=role_filter.removed)
+
+
+def run(module):
+    params = module.params
+    source = Source(params, src=params["src"])
+    src = source.path
+    try:
+        transport = factory.open_transport(params)
+        target = transport.target_facts()
+    except BackupError as exc:
+        raise exc.add_fields(src=src)
+    info = probe(params, transport)
+    role = info.get("user") if params["filter_current_role"] else None
+    try:
+        size, removed, check = count_dump(src, source.compression, role)
+    except RestoreError as exc:
+        raise exc.add_fields(src=src)
+    problem = check.problem()
+    if problem:
+        raise RestoreError(f"src: {src}: {problem}; nothing was restored", src=src)
+    common = dict(changed=True, src=src, raw_size=size, server_version=info.get("version"), user=info.get("user"),
+                  superuser=bool(info.get("superuser")), target=target)
+    if not info.get("superuser"):
+        module.warn(f"role {info.get('user')!r} is not a superuser; restoring a pg_dumpall script needs one "
+                    "(set user and password of a superuser)")
+    if module.check_mode:
+        return dict(common, databases=info.get("databases") or [], filtered_statements=removed,
+                    plan=dict(action="restore", src=src, bytes=size, user=info.get("user"),
+                              database=params["database"], filtered_statements=removed))
+    result = restore(params, transport, source, size, role)
+    after = probe(params, transport)
+    return dict(common, databases=after.get("databases") or [], **result)
 
 
 def main():
@@ -289,43 +316,7 @@ def main():
     argument_spec.update(decrypt_argument_spec())
     module = AnsibleModule(argument_spec=argument_spec, required_if=TRANSPORT_REQUIRED_IF,
                            mutually_exclusive=DECRYPT_MUTUALLY_EXCLUSIVE, supports_check_mode=True)
-    params = module.params
-    src = params["src"]
-    if not os.path.isfile(src) or not os.access(src, os.R_OK):
-        module.fail_json(msg=f"src: {src} is not a readable file on this host", src=src)
-    prepare_decryption(module, src)
-    params["compression"] = compression_of(src, params["compression"])
-    problem = compression_problem(params["compression"])
-    if problem:
-        module.fail_json(msg=f"src: {problem}", src=src)
-
-    try:
-        transport = open_transport(module)
-        target = transport.target_facts()
-    except TransportError as exc:
-        module.fail_json(msg=str(exc), src=src)
-    info = probe(module, transport)
-    role = info.get("user") if params["filter_current_role"] else None
-    try:
-        size, removed, check = count_dump(src, params["compression"], role)
-    except RestoreError as exc:
-        module.fail_json(msg=str(exc), src=src)
-    problem = check.problem()
-    if problem:
-        module.fail_json(msg=f"src: {src}: {problem}; nothing was restored", src=src)
-
-    common = dict(src=src, raw_size=size, server_version=info.get("version"), user=info.get("user"),
-                  superuser=bool(info.get("superuser")), target=target)
-    if not info.get("superuser"):
-        module.warn(f"role {info.get('user')!r} is not a superuser; restoring a pg_dumpall script needs one "
-                    "(set user and password of a superuser)")
-    if module.check_mode:
-        module.exit_json(changed=True, databases=info.get("databases") or [], filtered_statements=removed,
-                         plan=dict(action="restore", src=src, bytes=size, user=info.get("user"),
-                                   database=params["database"], filtered_statements=removed), **common)
-    result = restore(module, transport, size, role)
-    after = probe(module, transport)
-    module.exit_json(changed=True, databases=after.get("databases") or [], **common, **result)
+    run_module(module, run)
 
 
 if __name__ == "__main__":

@@ -168,29 +168,30 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.authentik_ops.backup.plugins.module_utils import _transport_factory as factory
 from ansible_collections.authentik_ops.backup.plugins.module_utils._common import (
     TRANSPORT_REQUIRED_IF,
     Stopwatch,
-    check_dest,
+    check_output,
     excerpt,
     file_result,
-    open_transport,
+    open_sink,
     output_argument_spec,
+    run_module,
     transport_argument_spec,
+)
+from ansible_collections.authentik_ops.backup.plugins.module_utils._errors import (
+    BackupError,
+    FormatError,
+    RedisAnswerError,
+    TransportError,
 )
 from ansible_collections.authentik_ops.backup.plugins.module_utils._formats import RdbChecker
 from ansible_collections.authentik_ops.backup.plugins.module_utils._redis import (
-    RedisAnswerError,
     info_fields,
     parse_int as _int,
     run_commands,
 )
-from ansible_collections.authentik_ops.backup.plugins.module_utils._sink import (
-    AtomicSink,
-    SinkError,
-    compression_problem,
-)
-from ansible_collections.authentik_ops.backup.plugins.module_utils._transport import TransportError
 
 
 def probe(transport, params):
@@ -242,13 +243,11 @@ def snapshot(transport, params, before):
                            f"{transport.describe()}; raise save_timeout")
 
 
-def copy(module, transport, rdb_path):
-    params = module.params
+def copy(params, transport, rdb_path):
     checker = RdbChecker(verify_crc=params["verify_checksum"])
     watch = Stopwatch()
     try:
-        with AtomicSink(params["dest"], params["compression"], params["compression_level"],
-                        params["compression_threads"], recipients=params["encrypt_recipients"]) as sink:
+        with open_sink(params) as sink:
             def write(data):
                 checker.feed(data)
                 sink.write(data)
@@ -257,18 +256,38 @@ def copy(module, transport, rdb_path):
             if not result.complete:
                 raise TransportError(f"the RDB stream from {transport.describe()} broke off: {result.problem}")
             if result.exit_code != 0:
-                module.fail_json(msg=f"reading {rdb_path} failed with status {result.exit_code} in "
+                raise TransportError(f"reading {rdb_path} failed with status {result.exit_code} in "
                                      f"{transport.describe()}: {excerpt(result.stderr)}",
-                                 rc=result.exit_code, stderr_excerpt=excerpt(result.stderr))
+                                     rc=result.exit_code, stderr_excerpt=excerpt(result.stderr))
             ok, message, version = checker.finish()
             if not ok:
-                raise TransportError(f"{rdb_path} from {transport.describe()}: {message}")
+                raise FormatError(f"{rdb_path} from {transport.describe()}: {message}")
             stats = sink.commit()
-    except (TransportError, SinkError, OSError) as exc:
-        module.fail_json(msg=str(exc), dest=params["dest"])
+    except BackupError as exc:
+        raise exc.add_fields(dest=params["dest"])
+    except OSError as exc:
+        raise BackupError(str(exc), dest=params["dest"]) from exc
     result = file_result(stats, watch.elapsed)
     result.update(rdb_version=version, rdb_check=message)
     return result
+
+
+def run(module):
+    params = module.params
+    check_output(module)
+    transport = factory.open_transport(params)
+    target = transport.target_facts()
+    before = probe(transport, params)
+    common = dict(changed=True, dest=params["dest"], compression=params["compression"], keys=before["keys"],
+                  rdb_path=before["rdb_path"], target=target)
+    if module.check_mode:
+        return dict(common, plan=dict(action=f"{params['save_mode']} and copy", rdb_path=before["rdb_path"],
+                                      dest=params["dest"]))
+    watch = Stopwatch()
+    snapshot(transport, params, before)
+    common.update(copy(params, transport, before["rdb_path"]))
+    common["duration"] = watch.elapsed
+    return common
 
 
 def main():
@@ -282,27 +301,7 @@ def main():
         verify_checksum=dict(type="bool", default=True),
     )
     module = AnsibleModule(argument_spec=argument_spec, required_if=TRANSPORT_REQUIRED_IF, supports_check_mode=True)
-    params = module.params
-    problem = compression_problem(params["compression"]) or check_dest(module, params["dest"])
-    if problem:
-        module.fail_json(msg=problem)
-    try:
-        transport = open_transport(module)
-        target = transport.target_facts()
-        before = probe(transport, params)
-        common = dict(dest=params["dest"], compression=params["compression"], keys=before["keys"],
-                      rdb_path=before["rdb_path"], target=target)
-        if module.check_mode:
-            module.exit_json(changed=True, plan=dict(action=f"{params['save_mode']} and copy",
-                                                     rdb_path=before["rdb_path"], dest=params["dest"]), **common)
-        watch = Stopwatch()
-        snapshot(transport, params, before)
-    except (TransportError, RedisAnswerError) as exc:
-        module.fail_json(msg=str(exc))
-    result = copy(module, transport, before["rdb_path"])
-    result["duration"] = watch.elapsed
-    common.update(result)
-    module.exit_json(changed=True, **common)
+    run_module(module, run)
 
 
 if __name__ == "__main__":

@@ -177,39 +177,36 @@ plan:
   sample: {action: stop container, replace /data/dump.rdb, start, wait for loading:0}
 """
 
-import os
 import posixpath
 import time
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.authentik_ops.backup.plugins.module_utils import _transport_factory as factory
 from ansible_collections.authentik_ops.backup.plugins.module_utils._common import (
     DECRYPT_MUTUALLY_EXCLUSIVE,
     TRANSPORT_REQUIRED_IF,
     Stopwatch,
     decrypt_argument_spec,
     excerpt,
-    open_transport,
-    prepare_decryption,
+    run_module,
     transport_argument_spec,
+)
+from ansible_collections.authentik_ops.backup.plugins.module_utils._errors import (
+    BackupError,
+    ConfigError,
+    RedisAnswerError,
+    RestoreError,
+    TransportError,
 )
 from ansible_collections.authentik_ops.backup.plugins.module_utils._formats import RdbChecker
 from ansible_collections.authentik_ops.backup.plugins.module_utils._redis import (
-    RedisAnswerError,
     info_fields,
     parse_int,
     run_commands,
 )
-from ansible_collections.authentik_ops.backup.plugins.module_utils._restore import (
-    Feed,
-    RestoreError,
-    compression_of,
-    file_identity,
-    iter_file,
-    single_file_tar,
-)
-from ansible_collections.authentik_ops.backup.plugins.module_utils._sink import SinkError, compression_problem
-from ansible_collections.authentik_ops.backup.plugins.module_utils._transport import TransportError
+from ansible_collections.authentik_ops.backup.plugins.module_utils._restore import Source, iter_file, single_file_tar
+from ansible_collections.authentik_ops.backup.plugins.module_utils._transport import Feed
 
 STAT_SH = 'if [ -e "$1" ]; then stat -c "%u %g %a" "$1"; else stat -c "%u %g 600" "$2"; fi'
 WRITE_SH = 'umask 077; head -c "$1" > "$2" && wc -c < "$2"'
@@ -265,9 +262,7 @@ def wait_ready(transport, params, old_run_id, deadline):
     """Wait until a Redis process other than ``old_run_id`` answers PING and has finished loading."""
     last = "no answer yet"
     while True:
-        refresh = getattr(transport, "refresh", None)
-        if refresh is not None:  # forget the cached container/pod state: it restarted
-            refresh()
+        transport.refresh()  # forget the cached container/pod state: it restarted
         try:
             answers = run_commands(transport, params, ["PING", "INFO persistence", "INFO server", "DBSIZE"])
             fields = info_fields(answers.get("INFO persistence", []))
@@ -283,16 +278,17 @@ def wait_ready(transport, params, old_run_id, deadline):
         time.sleep(0.5)
 
 
-def replace_docker(transport, params, rdb_path, owner, size):
+def replace_stopped(transport, source, rdb_path, owner, size, stop_timeout):
+    """Stop the container (Redis saves on shutdown, so first), put the file in, start it again whatever happened."""
     directory, filename = posixpath.split(rdb_path)
-    transport.stop(timeout=params["stop_timeout"])
+    transport.stop(timeout=stop_timeout)
     error = None
     try:
-        if file_identity(params["src"]) != params["_identity"]:
-            raise RestoreError(f"{params['src']} changed after it was checked")
-        chunks = iter_file(params["src"], params["compression"])
-        transport.put_archive(directory or "/", single_file_tar(filename, chunks, size, uid=owner["uid"],
-                                                                gid=owner["gid"], mode=int(owner["mode"], 8)))
+        if source.changed():
+            raise RestoreError(f"{source.path} changed after it was checked")
+        transport.write_archive(directory or "/", lambda: single_file_tar(
+            filename, iter_file(source.path, source.compression), size, uid=owner["uid"], gid=owner["gid"],
+            mode=int(owner["mode"], 8)))
     except (TransportError, RestoreError, OSError) as exc:
         error = exc
     finally:
@@ -302,17 +298,19 @@ def replace_docker(transport, params, rdb_path, owner, size):
                              "started again with the data it had")
 
 
-def replace_kubernetes(transport, params, rdb_path, owner, size):
+def replace_live(transport, params, source, rdb_path, owner, size):
+    """Write the file beside the RDB through exec, move it over the RDB, and stop Redis without saving (its
+    supervisor restarts it, and it loads the file)."""
     tmp = rdb_path + ".restore-tmp"
-    if file_identity(params["src"]) != params["_identity"]:
-        raise RestoreError(f"{params['src']} changed after it was checked")
+    if source.changed():
+        raise RestoreError(f"{source.path} changed after it was checked")
     answer = _Capture()
-    feed = Feed(iter_file(params["src"], params["compression"]), size)
+    feed = Feed(iter_file(source.path, source.compression), size)
     result = transport.exec_stream(["sh", "-c", WRITE_SH, "sh", str(size), tmp], answer, stdin=feed)
     written = parse_int([answer.data.decode("ascii", "replace").strip()])
     if feed.error is not None:
         transport.exec_capture(["rm", "-f", "--", tmp])
-        raise RestoreError(f"reading {params['src']} failed while it was sent: {feed.error}; Redis was not touched")
+        raise RestoreError(f"reading {source.path} failed while it was sent: {feed.error}; Redis was not touched")
     if not result.ok or written != size:
         raise TransportError(f"writing {tmp} in {transport.describe()} failed "
                              f"({result.problem or f'exit status {result.exit_code}'}, {written} of {size} bytes): "
@@ -338,6 +336,66 @@ class _Capture:
         self.data = (self.data + bytes(data))[-64:]
 
 
+def flush(module, transport, params, before, result):
+    if module.check_mode:
+        return dict(result, changed=True, keys=before["keys"], plan=dict(action="FLUSHALL"))
+    watch = Stopwatch()
+    answer = run_commands(transport, params, ["FLUSHALL"])["FLUSHALL"]
+    if answer[:1] != ["OK"]:
+        raise RedisAnswerError(f"FLUSHALL failed in {transport.describe()}: {excerpt(chr(10).join(answer), 300)}")
+    keys = parse_int(run_commands(transport, params, ["DBSIZE"])["DBSIZE"])
+    return dict(result, changed=True, keys=keys, duration=watch.elapsed)
+
+
+def replace(module, transport, params, source, size, before, result):
+    rdb_path = before["rdb_path"]
+    if not rdb_path:
+        raise ConfigError(f"CONFIG GET is not available in {transport.describe()}; set rdb_path")
+    if before["appendonly"] == "yes" and not params["force"]:
+        raise ConfigError(f"Redis in {transport.describe()} runs with appendonly yes: on startup it loads its "
+                          "append-only file and ignores the RDB. Disable appendonly in its configuration and set "
+                          "force=true, or use mode=flush")
+    owner = file_owner(transport, rdb_path)
+    result.update(rdb_path=rdb_path, owner=owner)
+    if transport.can_stop:
+        steps = f"stop container, replace {rdb_path}, start, wait for loading:0"
+    else:
+        steps = f"write {rdb_path}.restore-tmp, move it over {rdb_path}, SHUTDOWN NOSAVE, wait for the restart"
+    if module.check_mode:
+        return dict(result, changed=True, keys=before["keys"], plan=dict(action=steps, rdb_path=rdb_path, bytes=size))
+    watch = Stopwatch()
+    if transport.can_stop:
+        replace_stopped(transport, source, rdb_path, owner, size, params["stop_timeout"])
+    else:
+        replace_live(transport, params, source, rdb_path, owner, size)
+    keys = wait_ready(transport, params, before["run_id"], time.monotonic() + params["wait_timeout"])
+    return dict(result, changed=True, keys=keys, duration=watch.elapsed)
+
+
+def run(module):
+    params = module.params
+    result = dict(mode=params["mode"])
+    source = size = None
+    if params["mode"] == "replace":
+        result["src"] = params["src"]
+        source = Source(params, **result)
+        try:
+            size, message, version = check_rdb(source.path, source.compression)
+        except RestoreError as exc:
+            raise exc.add_fields(**result)
+        result.update(raw_size=size, rdb_check=message, rdb_version=version)
+    try:
+        transport = factory.open_transport(params)
+        result["target"] = transport.target_facts()
+        before = probe(transport, params)
+        result["keys_before"] = before["keys"]
+        if params["mode"] == "flush":
+            return flush(module, transport, params, before, result)
+        return replace(module, transport, params, source, size, before, result)
+    except BackupError as exc:
+        raise exc.add_fields(**result)
+
+
 def main():
     argument_spec = transport_argument_spec()
     argument_spec.update(
@@ -354,67 +412,7 @@ def main():
     module = AnsibleModule(argument_spec=argument_spec,
                            required_if=TRANSPORT_REQUIRED_IF + [("mode", "replace", ("src",))],
                            mutually_exclusive=DECRYPT_MUTUALLY_EXCLUSIVE, supports_check_mode=True)
-    params = module.params
-    result = dict(mode=params["mode"])
-    rdb = None
-    if params["mode"] == "replace":
-        src = params["src"]
-        result["src"] = src
-        if not os.path.isfile(src) or not os.access(src, os.R_OK):
-            module.fail_json(msg=f"src: {src} is not a readable file on this host", **result)
-        prepare_decryption(module, src)
-        params["compression"] = compression_of(src, params["compression"])
-        problem = compression_problem(params["compression"])
-        if problem:
-            module.fail_json(msg=f"src: {problem}", **result)
-        try:
-            params["_identity"] = file_identity(src)
-            rdb = check_rdb(src, params["compression"])
-        except RestoreError as exc:
-            module.fail_json(msg=str(exc), **result)
-        result.update(raw_size=rdb[0], rdb_check=rdb[1], rdb_version=rdb[2])
-
-    try:
-        transport = open_transport(module)
-        result["target"] = transport.target_facts()
-        before = probe(transport, params)
-        result["keys_before"] = before["keys"]
-        if params["mode"] == "flush":
-            if module.check_mode:
-                module.exit_json(changed=True, keys=before["keys"], plan=dict(action="FLUSHALL"), **result)
-            watch = Stopwatch()
-            answer = run_commands(transport, params, ["FLUSHALL"])["FLUSHALL"]
-            if answer[:1] != ["OK"]:
-                raise RedisAnswerError(f"FLUSHALL failed in {transport.describe()}: "
-                                       f"{excerpt(chr(10).join(answer), 300)}")
-            keys = parse_int(run_commands(transport, params, ["DBSIZE"])["DBSIZE"])
-            module.exit_json(changed=True, keys=keys, duration=watch.elapsed, **result)
-
-        rdb_path = before["rdb_path"]
-        if not rdb_path:
-            module.fail_json(msg=f"CONFIG GET is not available in {transport.describe()}; set rdb_path", **result)
-        if before["appendonly"] == "yes" and not params["force"]:
-            module.fail_json(msg=f"Redis in {transport.describe()} runs with appendonly yes: on startup it loads "
-                                 "its append-only file and ignores the RDB. Disable appendonly in its configuration "
-                                 "and set force=true, or use mode=flush", **result)
-        owner = file_owner(transport, rdb_path)
-        result.update(rdb_path=rdb_path, owner=owner)
-        if transport.platform == "docker":
-            steps = f"stop container, replace {rdb_path}, start, wait for loading:0"
-        else:
-            steps = f"write {rdb_path}.restore-tmp, move it over {rdb_path}, SHUTDOWN NOSAVE, wait for the restart"
-        if module.check_mode:
-            plan = dict(action=steps, rdb_path=rdb_path, bytes=rdb[0])
-            module.exit_json(changed=True, keys=before["keys"], plan=plan, **result)
-        watch = Stopwatch()
-        if transport.platform == "docker":
-            replace_docker(transport, params, rdb_path, owner, rdb[0])
-        else:
-            replace_kubernetes(transport, params, rdb_path, owner, rdb[0])
-        keys = wait_ready(transport, params, before["run_id"], time.monotonic() + params["wait_timeout"])
-    except (TransportError, RedisAnswerError, RestoreError, SinkError) as exc:
-        module.fail_json(msg=str(exc), **result)
-    module.exit_json(changed=True, keys=keys, duration=watch.elapsed, **result)
+    run_module(module, run)
 
 
 if __name__ == "__main__":

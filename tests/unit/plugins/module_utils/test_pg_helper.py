@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -155,3 +157,95 @@ def test_pump_returns_nothing_when_the_writer_never_opens(tmp_path):
 def test_pump_ends_on_a_writer_that_opens_and_closes_without_data(tmp_path):
     total, data = _pump_fifo(tmp_path, "import sys, time\nopen(sys.argv[1], 'wb').close()\ntime.sleep(1)")
     assert (total, data) == (0, b"")
+
+
+# --- the helper's timeouts, against a scripted Engine API client --------------------------------------------------
+
+class ScriptedDaemon:
+    """The Engine API calls run() makes, scripted: the helper says READY (or not), writes ``data`` into the FIFO
+    and exits (or not). Removing the container ends its wait, as the daemon does."""
+
+    def __init__(self, ready=True, exits=True, data=b"-- dump\n"):
+        self.ready = ready
+        self.exits = exits
+        self.data = data
+        self.body = None
+        self.removed = []
+        self.gone = threading.Event()
+        self.peer = None
+
+    def list_containers(self, filters):
+        del filters
+        return []
+
+    def daemon_info(self):
+        return {}
+
+    def create_container(self, name, body):
+        del name
+        self.body = body
+        return "h" * 64
+
+    def open_wait(self, container_id):
+        return container_id
+
+    def finish_wait(self, waiting):
+        del waiting
+        self.gone.wait(30)
+        return 0
+
+    def attach(self, container_id):
+        del container_id
+        mine, self.peer = socket.socketpair()
+        return mine, b""
+
+    def start_container(self, container_id):
+        del container_id
+        threading.Thread(target=self._helper, daemon=True).start()
+
+    def _helper(self):
+        password = b""
+        while not password.endswith(b"\n"):
+            password += self.peer.recv(1)
+        if self.ready:
+            fifo = [m["Source"] for m in self.body["HostConfig"]["Mounts"] if m["Type"] == "bind"][0] + "/dump"
+            with open(fifo, "wb") as out:
+                self.peer.sendall(struct.pack(">BxxxL", 1, len(helper.READY) + 1) + helper.READY.encode() + b"\n")
+                out.write(self.data)
+        if self.exits:
+            time.sleep(0.3)  # pg_dumpall ends a while after the READY line
+            self.gone.set()
+
+    def remove_container(self, container_id, force=True, volumes=True):
+        del force, volumes
+        self.removed.append(container_id)
+        self.gone.set()
+        self.peer.close()
+
+
+def _run_helper(tmp_path, daemon):
+    plan = helper.HelperPlan("authentik", "127.0.0.1", 5432, "pw")
+    got = []
+    try:
+        return helper.run(daemon, DB_INFO, plan, [], str(tmp_path), got.append), b"".join(got)
+    finally:
+        assert daemon.removed == ["h" * 64]  # the helper container is removed whatever happened
+        assert not [p for p in os.listdir(tmp_path) if p.startswith(helper.PRIVATE_PREFIX)]
+
+
+def test_helper_run_delivers_the_dump(tmp_path):
+    outcome, data = _run_helper(tmp_path, ScriptedDaemon())
+    assert outcome.ok and data == b"-- dump\n"
+
+
+def test_helper_that_never_opens_its_fifo_is_unavailable(tmp_path, monkeypatch):
+    monkeypatch.setattr(helper, "READY_TIMEOUT", 0.5)
+    with pytest.raises(helper.HelperUnavailable, match="did not open its FIFO within"):
+        _run_helper(tmp_path, ScriptedDaemon(ready=False, exits=False))
+
+
+def test_helper_that_does_not_exit_after_its_dump_fails(tmp_path, monkeypatch):
+    monkeypatch.setattr(helper, "EXIT_TIMEOUT", 0.5)
+    with pytest.raises(helper.TransportError, match="did not exit within") as failed:
+        _run_helper(tmp_path, ScriptedDaemon(exits=False))
+    assert not isinstance(failed.value, helper.HelperUnavailable)  # bytes were written: no fallback to exec

@@ -195,7 +195,8 @@ def _failing(blocks, exc):
     ([], 3, "shrank"),
 ])
 def test_feed_always_sends_exactly_the_promised_bytes(chunks, expected, error):
-    from ansible_collections.authentik_ops.backup.plugins.module_utils._restore import PSQL_POISON, Feed
+    from ansible_collections.authentik_ops.backup.plugins.module_utils._restore import PSQL_POISON
+    from ansible_collections.authentik_ops.backup.plugins.module_utils._transport import Feed
 
     feed = Feed(chunks, expected, poison=PSQL_POISON)
     sent = b"".join(feed)
@@ -207,7 +208,8 @@ def test_feed_always_sends_exactly_the_promised_bytes(chunks, expected, error):
 
 
 def test_feed_poison_fits_when_room():
-    from ansible_collections.authentik_ops.backup.plugins.module_utils._restore import PSQL_POISON, Feed
+    from ansible_collections.authentik_ops.backup.plugins.module_utils._restore import PSQL_POISON
+    from ansible_collections.authentik_ops.backup.plugins.module_utils._transport import Feed
 
     feed = Feed(iter([b"COPY t FROM stdin;\n1\t"]), 200, poison=PSQL_POISON)
     sent = b"".join(feed)

@@ -4,30 +4,23 @@ import os
 
 import pytest
 
+from ansible_collections.authentik_ops.backup.plugins.module_utils._errors import ConfigError
 from ansible_collections.authentik_ops.backup.plugins.module_utils._sets import bad_file_name, resolve_set
 
 
-class Failed(Exception):
-    pass
-
-
-class Module:
-    """What resolve_set uses of AnsibleModule: its params, and fail_json ending the module."""
-
-    def __init__(self, **params):
-        self.params = dict(dict(path=None, dest=None, name="latest"), **params)
-
-    def fail_json(self, **result):
-        raise Failed(result)
+def Module(**params):  # pylint: disable=invalid-name
+    """The options resolve_set reads (path, dest, name), as a module would pass them."""
+    params = dict(dict(path=None, dest=None, name="latest"), **params)
+    return params["path"], params["dest"], params["name"]
 
 
 def test_latest_follows_the_symlink_and_a_name_is_joined(tmp_path):
     (tmp_path / "authentik-20261130T020000Z").mkdir()
     os.symlink("authentik-20261130T020000Z", tmp_path / "latest")
     target = str(tmp_path / "authentik-20261130T020000Z")
-    assert resolve_set(Module(dest=str(tmp_path))) == target
-    assert resolve_set(Module(dest=str(tmp_path), name="authentik-20261130T020000Z")) == target
-    assert resolve_set(Module(path=target + "/")) == target
+    assert resolve_set(*Module(dest=str(tmp_path))) == target
+    assert resolve_set(*Module(dest=str(tmp_path), name="authentik-20261130T020000Z")) == target
+    assert resolve_set(*Module(path=target + "/")) == target
 
 
 @pytest.mark.parametrize("params, message", [
@@ -37,9 +30,9 @@ def test_latest_follows_the_symlink_and_a_name_is_joined(tmp_path):
     (dict(name="nope"), "is not a backup set directory"),
 ])
 def test_failures_name_the_problem_and_carry_the_fields(tmp_path, params, message):
-    with pytest.raises(Failed) as failed:
-        resolve_set(Module(dest=str(tmp_path), **params), ok=False)
-    result = failed.value.args[0]
+    with pytest.raises(ConfigError) as failed:
+        resolve_set(*Module(dest=str(tmp_path), **params), ok=False)
+    result = dict(failed.value.fields, msg=failed.value.msg)
     assert message in result["msg"] and result["ok"] is False
 
 

@@ -10,9 +10,11 @@ import json
 import os
 import socket
 import subprocess
+import sys
 
 import pytest
 
+from ansible_collections.authentik_ops.backup.plugins.module_utils import _proc, _sets
 from ansible_collections.authentik_ops.backup.plugins.modules import backup_lock, backup_prune
 
 UTC = datetime.timezone.utc
@@ -39,7 +41,7 @@ def test_set_time(text, expected):
 
 def test_set_order_puts_collision_counters_after_the_plain_name():
     names = ["a-20261130T120000Z-10", "a-20261130T120000Z-2", "a-20261130T120000Z", "a-20261129T120000Z"]
-    assert sorted(names, key=lambda n: backup_prune.set_order(n, "a")) == [
+    assert sorted(names, key=lambda n: _sets.set_order(n, "a")) == [
         "a-20261129T120000Z", "a-20261130T120000Z", "a-20261130T120000Z-2", "a-20261130T120000Z-10"]
 
 
@@ -153,8 +155,8 @@ def _dead_pid():
 
 def test_stale_reason():
     host, now = socket.gethostname(), NOW.timestamp()
-    fresh = backup_lock.iso(NOW)
-    alive = dict(run_id="r", pid=os.getpid(), pid_start=backup_lock.process_start(os.getpid()), host=host,
+    fresh = _sets.iso(NOW)
+    alive = dict(run_id="r", pid=os.getpid(), pid_start=_proc.start_time(os.getpid()), host=host,
                  started_at=fresh)
     assert backup_lock.stale_reason(alive, host, now, 86400) is None
     dead = dict(alive, pid=_dead_pid(), pid_start=None)
@@ -163,7 +165,7 @@ def test_stale_reason():
     assert "is gone" in backup_lock.stale_reason(dict(alive, pid_start=alive["pid_start"] + 1), host, now, 86400)
     # another host's process cannot be checked: only the age counts
     assert backup_lock.stale_reason(dict(dead, host="elsewhere"), host, now, 86400) is None
-    old = dict(alive, host="elsewhere", started_at=backup_lock.iso(NOW - datetime.timedelta(days=2)))
+    old = dict(alive, host="elsewhere", started_at=_sets.iso(NOW - datetime.timedelta(days=2)))
     assert "more than stale_age" in backup_lock.stale_reason(old, host, now, 86400)
     assert backup_lock.stale_reason(old, host, now, 0) is None
     # no pid recorded (remote run): only the age
@@ -176,5 +178,24 @@ def test_unreadable_lock_is_stale_only_when_old():
     assert "unreadable" in backup_lock.stale_reason({"_mtime": now - 600}, "h", now, 0)
 
 
-def test_run_process_finds_no_ansible_in_pytest():
-    assert backup_lock.run_process() == 0 or "ansible" in backup_lock._cmdline(backup_lock.run_process())
+def test_run_process_finds_the_topmost_ansible_playbook(tmp_path):
+    """ansible-playbook -> its forked worker (same command line) -> the module: the lock follows the topmost one."""
+    collections = next(p for p in sys.path if p.endswith(".collections") or p.endswith("ansible_collections/.."))
+    check = ("import sys; sys.path.insert(0, sys.argv[1]); "
+             "from ansible_collections.authentik_ops.backup.plugins.modules import backup_lock; "
+             "print(backup_lock.run_process())")
+    playbook = tmp_path / "ansible-playbook"
+    playbook.write_text("import os, subprocess, sys\n"
+                        "if len(sys.argv) > 2 and sys.argv[2] == 'worker':\n"
+                        f"    print(subprocess.run([sys.executable, '-c', {check!r}, sys.argv[1]],\n"
+                        "                         capture_output=True, text=True, check=True).stdout, end='')\n"
+                        "else:\n"
+                        "    print(os.getpid())\n"
+                        "    sys.stdout.flush()\n"
+                        "    subprocess.run([sys.executable, __file__, sys.argv[1], 'worker'], check=True)\n")
+    out = subprocess.run([sys.executable, str(playbook), collections], capture_output=True, text=True, check=True)
+    topmost, found = out.stdout.split()
+    assert int(found) == int(topmost) > 1
+    # without an ansible-playbook ancestor there is no run process to follow
+    alone = subprocess.run([sys.executable, "-c", check, collections], capture_output=True, text=True, check=True)
+    assert alone.stdout.strip() == "0"

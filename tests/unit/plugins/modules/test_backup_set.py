@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+from ansible_collections.authentik_ops.backup.plugins.module_utils import _sets
 from ansible_collections.authentik_ops.backup.plugins.modules import backup_set
 
 
@@ -31,7 +32,7 @@ def test_complete_sets_orders_by_time_and_counter_and_ignores_other_names(tmp_pa
     ("authentik-20261130T020000", None),
 ])
 def test_set_order(name, key):
-    assert backup_set.set_order(name, "authentik") == key
+    assert _sets.set_order(name, "authentik") == key
 
 
 def test_point_latest_is_relative_and_replaces(tmp_path):

@@ -1,0 +1,186 @@
+# Copyright (c) authentik_ops.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""postgres_restore's and redis_restore's main() against scripted targets: nothing is touched before the file is
+checked, every failure fails the task once, and a stoppable target is always started again."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from fake_transport import FakeTransport, Reply, run_main
+
+from ansible_collections.authentik_ops.backup.plugins.module_utils._formats import crc64
+from ansible_collections.authentik_ops.backup.plugins.modules import postgres_restore, redis_restore
+
+DUMP = (b"--\n-- PostgreSQL database cluster dump\n--\n\nDROP ROLE IF EXISTS authentik;\nCREATE ROLE authentik;\n"
+        b"ALTER ROLE authentik WITH SUPERUSER;\n\\connect authentik\nSELECT 1;\n"
+        b"--\n-- PostgreSQL database cluster dump complete\n--\n\n")
+INFO = dict(version="16.4", user="authentik", superuser=True, databases=["authentik", "postgres"])
+
+
+def psql(restore=None):
+    def handler(call):
+        if "json_build_object" in call.text:
+            return Reply(json.dumps(INFO) + "\n")
+        if "head -c" in call.text:
+            return restore or Reply()
+        raise AssertionError(call.text)
+    return handler
+
+
+def test_postgres_restore_sends_the_filtered_dump_with_the_password_in_the_environment(monkeypatch, tmp_path):
+    src = tmp_path / "postgres.sql.gz"
+    src.write_bytes(gzip.compress(DUMP))
+    fake = FakeTransport(psql())
+    result, failed = run_main(monkeypatch, postgres_restore, dict(container="db", src=str(src), password="pw"),
+                              transport=fake)
+    assert not failed, result
+    sent = [c for c in fake.calls if "head -c" in c.text][0]
+    expected = DUMP.replace(b"DROP ROLE IF EXISTS authentik;\n", b"").replace(b"CREATE ROLE authentik;\n", b"")
+    assert sent.stdin == expected and str(len(expected)) in sent.argv
+    assert sent.secret_env == {"PGPASSWORD": "pw"} and "pw" not in sent.argv
+    assert result["filtered_statements"] == ["DROP ROLE IF EXISTS authentik;", "CREATE ROLE authentik;"]
+
+
+@pytest.mark.parametrize("content, message", [
+    (DUMP[:-30], "completion trailer"),
+    (b"SELECT 1;\n", "does not start with pg_dumpall's header"),
+    (b"", "the file is empty"),
+])
+def test_postgres_restore_refuses_a_bad_dump_before_touching_the_database(monkeypatch, tmp_path, content, message):
+    src = tmp_path / "postgres.sql"
+    src.write_bytes(content)
+    fake = FakeTransport(psql())
+    result, failed = run_main(monkeypatch, postgres_restore, dict(container="db", src=str(src)), transport=fake)
+    assert failed and message in result["msg"] and result["src"] == str(src)
+    assert not any("head -c" in c.text for c in fake.calls)
+
+
+@pytest.mark.parametrize("reply, message", [
+    (Reply(stderr=b"ERROR: relation exists", exit_code=3), "an SQL statement failed"),
+    (Reply(cut_at=0), "broke off"),
+])
+def test_postgres_restore_failures_carry_rc_and_stderr(monkeypatch, tmp_path, reply, message):
+    src = tmp_path / "postgres.sql"
+    src.write_bytes(DUMP)
+    result, failed = run_main(monkeypatch, postgres_restore, dict(container="db", src=str(src)),
+                              transport=FakeTransport(psql(reply)))
+    assert failed and message in result["msg"]
+    assert "stderr_excerpt" in result
+
+
+def test_postgres_restore_missing_src(monkeypatch, tmp_path):
+    fake = FakeTransport(psql())
+    result, failed = run_main(monkeypatch, postgres_restore, dict(container="db", src=str(tmp_path / "nope.sql")),
+                              transport=fake)
+    assert failed and "is not a readable file" in result["msg"] and fake.calls == []
+
+
+# --- redis_restore ------------------------------------------------------------------------------------------------
+
+def rdb():
+    data = b"REDIS0011\xfe\x00\xfb\x01\x00\x00\x01k\x01v\xff"
+    return data + crc64(data).to_bytes(8, "little")
+
+
+class Redis:
+    def __init__(self, appendonly="no", write=None, place=None):
+        self.appendonly = appendonly
+        self.run_id = "a" * 40
+        self.write = write
+        self.place = place
+
+    def __call__(self, call):
+        if call.argv[:2] == ["sh", "-c"] and "redis-cli" in call.argv[2]:
+            answers = {"CONFIG GET dir": "dir\n/data", "CONFIG GET dbfilename": "dbfilename\ndump.rdb",
+                       "CONFIG GET appendonly": f"appendonly\n{self.appendonly}", "DBSIZE": "1",
+                       "INFO server": f"run_id:{self.run_id}", "PING": "PONG", "INFO persistence": "loading:0",
+                       "FLUSHALL": "OK", "SHUTDOWN NOSAVE": ""}
+            if "SHUTDOWN NOSAVE" in call.argv:
+                self.run_id = "b" * 40
+            return Reply("".join(f"@@{c}\n{answers[c]}\n" for c in call.argv[4:]))
+        if "stat -c" in call.text:
+            return Reply("999 999 600\n")
+        if "head -c" in call.text:
+            return self.write or Reply(f"{len(call.stdin)}\n")
+        if "mv -f" in call.text:
+            return self.place or Reply()
+        raise AssertionError(call.text)
+
+
+def redis_args(tmp_path, **more):
+    src = tmp_path / "redis.rdb"
+    src.write_bytes(rdb())
+    return dict(dict(container="redis", src=str(src), wait_timeout=5), **more)
+
+
+def test_redis_replace_on_a_stoppable_target(monkeypatch, tmp_path):
+    redis = Redis()
+    fake = FakeTransport(redis, can_stop=True)
+    fake.stop = lambda timeout=30: (fake.events.append(("stop", timeout)), setattr(redis, "run_id", "c" * 40))
+    result, failed = run_main(monkeypatch, redis_restore, redis_args(tmp_path, stop_timeout=7), transport=fake)
+    assert not failed, result
+    assert [e[0] for e in fake.events if e[0] != "refresh"] == ["stop", "write_archive", "start"]
+    assert ("stop", 7) in fake.events
+    tar = fake.written["/data"][0]
+    assert rdb() in tar and b"dump.rdb" in tar[:512]
+
+
+def test_redis_replace_that_fails_starts_the_container_again(monkeypatch, tmp_path):
+    fake = FakeTransport(Redis(), can_stop=True)
+
+    def broken(path, source):
+        raise OSError("disk full")
+
+    fake.write_archive = broken
+    result, failed = run_main(monkeypatch, redis_restore, redis_args(tmp_path), transport=fake)
+    assert failed and "disk full" in result["msg"] and "started again" in result["msg"]
+    assert [e[0] for e in fake.events] == ["stop", "start"]
+    assert result["rdb_path"] == "/data/dump.rdb" and result["mode"] == "replace"
+
+
+def test_redis_replace_on_a_live_target_swaps_the_file_and_restarts_redis(monkeypatch, tmp_path):
+    fake = FakeTransport(Redis())
+    result, failed = run_main(monkeypatch, redis_restore, redis_args(tmp_path), transport=fake)
+    assert not failed, result
+    write = [c for c in fake.calls if "head -c" in c.text][0]
+    assert write.stdin == rdb() and write.argv[-1] == "/data/dump.rdb.restore-tmp"
+    assert any("SHUTDOWN NOSAVE" in c.argv for c in fake.calls)
+
+
+def test_redis_replace_live_write_that_falls_short(monkeypatch, tmp_path):
+    fake = FakeTransport(Redis(write=Reply("3\n")))
+    result, failed = run_main(monkeypatch, redis_restore, redis_args(tmp_path), transport=fake)
+    assert failed and "3 of" in result["msg"]
+    assert not any("SHUTDOWN NOSAVE" in c.argv for c in fake.calls)
+
+
+def test_redis_appendonly_is_refused_before_anything(monkeypatch, tmp_path):
+    fake = FakeTransport(Redis(appendonly="yes"), can_stop=True)
+    result, failed = run_main(monkeypatch, redis_restore, redis_args(tmp_path), transport=fake)
+    assert failed and "appendonly yes" in result["msg"] and fake.events == []
+
+
+def test_redis_bad_rdb_is_refused_before_anything(monkeypatch, tmp_path):
+    args = redis_args(tmp_path)
+    (tmp_path / "redis.rdb").write_bytes(rdb()[:-1] + b"\x00")
+    fake = FakeTransport(Redis(), can_stop=True)
+    result, failed = run_main(monkeypatch, redis_restore, args, transport=fake)
+    assert failed and "nothing was restored" in result["msg"] and fake.calls == [] and fake.events == []
+
+
+def test_redis_check_mode_plans_by_capability(monkeypatch, tmp_path):
+    for can_stop, words in ((True, "stop container"), (False, "SHUTDOWN NOSAVE")):
+        fake = FakeTransport(Redis(), can_stop=can_stop)
+        result, failed = run_main(monkeypatch, redis_restore, redis_args(tmp_path), check_mode=True, transport=fake)
+        assert not failed and words in result["plan"]["action"] and fake.events == []
+
+
+def test_redis_flush(monkeypatch, tmp_path):
+    fake = FakeTransport(Redis())
+    result, failed = run_main(monkeypatch, redis_restore, dict(container="redis", mode="flush"), transport=fake)
+    assert not failed and result["keys"] == 1 and any("FLUSHALL" in c.argv for c in fake.calls)
