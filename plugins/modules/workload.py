@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: workload
 short_description: Stop or start authentik's server and worker (Docker containers or Kubernetes Deployments)
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Stops or starts the long-running parts of authentik named in O(targets), all of them at once, for example
     around a restore, so that nothing writes to the database while it is replaced.

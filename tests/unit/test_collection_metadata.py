@@ -25,7 +25,7 @@ from packaging.version import Version
 # Shared options of each action group (module_defaults: group/authentik_ops.backup.<group>: {...} must be accepted
 # by every module of the group).
 GROUP_OPTIONS = {
-    'transport': {'platform', 'container', 'docker_host', 'api_timeout', 'pod', 'namespace', 'pod_container',
+    'transport': {'platform', 'docker_host', 'api_timeout', 'namespace',
                   'kubeconfig', 'context', 'host', 'api_key', 'validate_certs', 'ca_cert'},
     'sets': {'dest'},
 }
