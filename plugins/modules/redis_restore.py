@@ -208,10 +208,10 @@ from ansible_collections.authentik_ops.backup.plugins.module_utils._redis import
 from ansible_collections.authentik_ops.backup.plugins.module_utils._restore import Source, iter_file, single_file_tar
 from ansible_collections.authentik_ops.backup.plugins.module_utils._transport import Feed
 
-STAT_SH = 'if [ -e "$1" ]; then stat -c "%u %g %a" "$1"; else stat -c "%u %g 600" "$2"; fi'
+STAT_SH = 'if [ -e "$1" ]; then stat -c "%u %g %a" -- "$1"; else stat -c "%u %g 600" -- "$2"; fi'
 WRITE_SH = 'umask 077; head -c "$1" > "$2" && wc -c < "$2"'
-PLACE_SH = ('if [ "$(id -u)" = 0 ]; then chown "$3:$4" "$1"; fi; chmod "$5" "$1" && mv -f "$1" "$2" || '
-            '{ rm -f "$1"; exit 1; }')
+PLACE_SH = ('if [ "$(id -u)" = 0 ]; then chown -- "$3:$4" "$1"; fi; chmod -- "$5" "$1" && mv -f -- "$1" "$2" || '
+            '{ rm -f -- "$1"; exit 1; }')
 
 
 def check_rdb(src, compression):
