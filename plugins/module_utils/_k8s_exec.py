@@ -380,7 +380,7 @@ class K8sTransport(Transport):
         if not self.path_exists(path):
             return None
         parent, relative = posixpath.split(path.rstrip("/") or "/")
-        argv = ["tar", "-C", parent or "/", "-cf", "-", relative or "."]
+        argv = ["tar", "-C", parent or "/", "-cf", "-", "--", relative or "."]
         result = self.exec_stream(argv, on_data)
         if not result.complete:
             raise TransportError(f"the archive stream of {path} from {self.describe()} broke off: {result.problem}")

@@ -10,7 +10,8 @@ An archive is checked completely, in stream mode, before a single byte is writte
 
 - absolute member names and names with a ``..`` component;
 - members whose first component is not one of the allowed top-level names (when they are given);
-- members below a path that the archive itself makes a symlink (extraction would follow it);
+- members below a path that the archive itself makes a symlink or a file (extraction would follow it, or fail);
+- a path the archive makes both a directory and something else (a later member would change its kind);
 - symlinks with an absolute target, or whose target resolves (through the archive's own symlinks) outside the
   member's top-level directory;
 - hardlinks whose target is absolute, has ``..``, lies in another top-level directory or is not an earlier
@@ -18,7 +19,21 @@ An archive is checked completely, in stream mode, before a single byte is writte
 - device nodes, fifos and any other member type than regular file, directory, symlink and hardlink.
 
 The archive is then sent as a *rebuilt* stream (:func:`rebuild`): the same members, header by header, from the
-validated metadata, so nothing but what was checked reaches the target.
+validated metadata, so nothing but what was checked reaches the target. The one member policy of both restore
+paths (an archive sent into a container or pod, and :func:`extract_local` on this host) is applied there:
+
+- setuid, setgid and sticky bits are always cleared (modes keep only their ``0777`` bits; :func:`extract_local`
+  keeps even less: ``0600`` for files, ``0700`` for directories);
+- owners are numeric: user and group names of the archive are dropped, so a ``tar`` running as root in the target
+  sets the archived uid and gid as they are, without mapping names through the target's ``/etc/passwd``; a ``tar``
+  running as another user (a pod's container) makes its own user the owner; :func:`extract_local` never sets owners
+  (files belong to the user running the module);
+- members that are not regular files carry size 0 (a directory, symlink or hardlink with a size is read differently
+  by different tar implementations: GNU tar skips that many bytes, Python's tarfile and busybox read them as the
+  next member);
+- a symlink in the target where the archive has a directory, or a directory where the archive has a symlink, is
+  refused before anything is written (:func:`kind_conflict`); so is a directory where the archive has a file when
+  the existing entries are kept (no ``clean``, and :func:`extract_local`).
 """
 
 from __future__ import annotations
@@ -82,6 +97,7 @@ class ArchiveSummary:
         self.symlinks = 0
         self.hardlinks = 0
         self.data_bytes = 0
+        self.entries = None  # with keep_entries: {path: (kind, size)} in archive order, implied directories too
 
     def as_dict(self):
         return dict(members=self.members, top_level=list(self.tops), files=self.files, directories=self.dirs,
@@ -116,15 +132,26 @@ def _resolve(start_parts, target, symlinks, depth=0):
     return parts
 
 
+# The kind of a path, as the rules and the restore plans speak of it.
+DIR, FILE, SYMLINK, HARDLINK = "d", "f", "l", "h"
+KIND_NAMES = {DIR: "a directory", FILE: "a file", SYMLINK: "a symlink", HARDLINK: "a hardlink"}
+
+
 class _MemberRules:
     """The per-member rules of :func:`validate_stream`, and what they remember of the members seen so far."""
 
-    def __init__(self, allowed_tops):
+    def __init__(self, allowed_tops, keep_entries=False):
         self.allowed = set(allowed_tops) if allowed_tops is not None else None
         self.summary = ArchiveSummary()
         self.symlinks = {}
-        self.regular = set()
+        self.kinds = {}
+        self.entries = {} if keep_entries else None
         self.seen_tops = []
+
+    def _record(self, key, kind, size=0):
+        self.kinds[key] = kind
+        if self.entries is not None:
+            self.entries[key] = (kind, size)
 
     def check(self, member):
         name = member.name
@@ -136,11 +163,7 @@ class _MemberRules:
         if self.allowed is not None and top not in self.allowed:
             raise TarSafetyError(f"member {name!r}: outside the expected top-level names "
                                  f"({', '.join(sorted(self.allowed)) or 'none'})")
-        for depth in range(1, len(parts)):
-            prefix = "/".join(parts[:depth])
-            if prefix in self.symlinks:
-                raise TarSafetyError(f"member {name!r}: lies below {prefix!r}, which the archive makes a "
-                                     "symlink; extracting it would follow the link")
+        self._parents(name, parts)
         key = "/".join(parts)
         self._kind(member, name, top, key)
         if key in self.symlinks and not member.issym():
@@ -149,13 +172,35 @@ class _MemberRules:
             self.seen_tops.append(top)
         self.summary.members += 1
 
+    def _parents(self, name, parts):
+        """Every directory above the member: not a symlink or file of the archive; implied ones are recorded."""
+        for depth in range(1, len(parts)):
+            prefix = "/".join(parts[:depth])
+            if prefix in self.symlinks:
+                raise TarSafetyError(f"member {name!r}: lies below {prefix!r}, which the archive makes a "
+                                     "symlink; extracting it would follow the link")
+            kind = self.kinds.get(prefix)
+            if kind is None:
+                self._record(prefix, DIR)
+            elif kind != DIR:
+                raise TarSafetyError(f"member {name!r}: lies below {prefix!r}, which the archive makes "
+                                     f"{KIND_NAMES[kind]}")
+
+    def _same_kind(self, name, key, kind):
+        before = self.kinds.get(key)
+        if before is not None and (before == DIR) != (kind == DIR):
+            raise TarSafetyError(f"member {name!r}: the archive makes this path both {KIND_NAMES[before]} and "
+                                 f"{KIND_NAMES[kind]}")
+
     def _kind(self, member, name, top, key):
         summary = self.summary
         if member.issym():
             target = member.linkname
             if target.startswith("/"):
                 raise TarSafetyError(f"member {name!r}: symlink with an absolute target {target!r}")
+            self._same_kind(name, key, SYMLINK)
             self.symlinks[key] = target
+            self._record(key, SYMLINK)
             summary.symlinks += 1
         elif member.islnk():
             target = member.linkname
@@ -166,15 +211,22 @@ class _MemberRules:
             if target_parts[0] != top:
                 raise TarSafetyError(f"member {name!r}: hardlink to {target!r} outside its top-level "
                                      f"directory {top!r}")
-            if "/".join(target_parts) not in self.regular:
+            target_key = "/".join(target_parts)
+            if self.kinds.get(target_key) != FILE:
                 raise TarSafetyError(f"member {name!r}: hardlink to {target!r}, which is not an earlier "
                                      "regular file of the archive")
+            self._same_kind(name, key, HARDLINK)
+            size = self.entries[target_key][1] if self.entries is not None else 0
+            self._record(key, HARDLINK, size)
             summary.hardlinks += 1
         elif member.isreg():
-            self.regular.add(key)
+            self._same_kind(name, key, FILE)
+            self._record(key, FILE, member.size)
             summary.files += 1
             summary.data_bytes += member.size
         elif member.isdir():
+            self._same_kind(name, key, DIR)
+            self._record(key, DIR)
             summary.dirs += 1
         else:
             kind = ("character device" if member.ischr() else "block device" if member.isblk()
@@ -190,13 +242,14 @@ class _MemberRules:
                                      f"directory {parts[0]!r}")
 
 
-def validate_stream(fileobj, allowed_tops=None):
+def validate_stream(fileobj, allowed_tops=None, keep_entries=False):
     """Read a whole tar stream (``r|``) and apply the rules of this module's docstring.
 
-    ``allowed_tops``: the allowed first components, or None to allow any. Returns an ArchiveSummary; raises
-    TarSafetyError on the first problem, naming the member.
+    ``allowed_tops``: the allowed first components, or None to allow any. ``keep_entries``: also return every path
+    with its kind and size in ``summary.entries`` (implied directories included, parents before children), which a
+    restore plans with. Returns an ArchiveSummary; raises TarSafetyError on the first problem, naming the member.
     """
-    rules = _MemberRules(allowed_tops)
+    rules = _MemberRules(allowed_tops, keep_entries)
     tee = _Tee(fileobj)
     try:
         tar = tarfile.open(fileobj=tee, mode="r|", format=tarfile.PAX_FORMAT, encoding="utf-8",
@@ -219,6 +272,7 @@ def validate_stream(fileobj, allowed_tops=None):
         raise TarSafetyError(f"the tar archive ends after {summary.members} members without the end-of-archive "
                              "marker: it is truncated")
     summary.tops = rules.seen_tops
+    summary.entries = rules.entries
     return summary
 
 
@@ -234,12 +288,27 @@ def _member_data(tar, member, chunk):
         yield block
 
 
-def rebuild(fileobj, tops=None, chunk=CHUNK, skip_top_dirs=False):
+def apply_member_policy(member):
+    """The member policy of both restore paths (see the module docstring): no setuid, setgid or sticky bit, numeric
+    owners only, size 0 for anything but a regular file."""
+    member.mode = stat.S_IMODE(member.mode) & 0o777
+    member.uname = ""
+    member.gname = ""
+    if member.isreg():
+        member.type = tarfile.REGTYPE
+    else:
+        member.size = 0
+    member.pax_headers = {}  # regenerated by tobuf from the checked attributes where needed
+    return member
+
+
+def rebuild(fileobj, tops=None, chunk=CHUNK, rename=None):
     """Yield a new tar stream with the members of ``fileobj`` (only those under ``tops`` when given).
 
-    Headers are written from the parsed metadata (PAX format), regular files' data is copied in chunks.
-    ``skip_top_dirs`` leaves out the entries of the top-level directories themselves (the mount points, whose
-    owner and mode an unprivileged ``tar`` cannot set). Call it only on an archive :func:`validate_stream` accepted.
+    Headers are written from the parsed metadata (PAX format) after :func:`apply_member_policy`; regular files'
+    data is copied in chunks. ``rename(parts)`` gives the name a member gets in the new stream (from its checked
+    components), or None to leave it out; hardlink targets are renamed the same way. Call it only on an archive
+    :func:`validate_stream` accepted.
     """
     wanted = set(tops) if tops is not None else None
     tar = tarfile.open(fileobj=fileobj, mode="r|", encoding="utf-8", errors="surrogateescape")
@@ -248,13 +317,18 @@ def rebuild(fileobj, tops=None, chunk=CHUNK, skip_top_dirs=False):
             parts = normalize(member.name)
             if wanted is not None and parts[0] not in wanted:
                 continue
-            if skip_top_dirs and len(parts) == 1 and member.isdir():
+            name = rename(parts) if rename is not None else "/".join(parts)
+            if name is None:
                 continue
-            member.name = "/".join(parts) + ("/" if member.isdir() else "")
             if member.islnk():
-                member.linkname = "/".join(normalize(member.linkname))
-            member.pax_headers = {}  # regenerated by tobuf from the checked attributes where needed
-            yield member.tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8", errors="surrogateescape")
+                target = normalize(member.linkname)
+                member.linkname = rename(target) if rename is not None else "/".join(target)
+                if member.linkname is None:
+                    raise TarSafetyError(f"member {member.name!r}: hardlink to {'/'.join(target)!r}, which is "
+                                         "not restored with it")
+            member.name = name + ("/" if member.isdir() else "")
+            yield apply_member_policy(member).tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8",
+                                                    errors="surrogateescape")
             if member.isreg() and member.size:
                 yield from _member_data(tar, member, chunk)
                 padding = (-member.size) % tarfile.BLOCKSIZE
@@ -263,6 +337,24 @@ def rebuild(fileobj, tops=None, chunk=CHUNK, skip_top_dirs=False):
     finally:
         tar.close()
     yield bytes(2 * tarfile.BLOCKSIZE)
+
+
+def kind_conflict(path, kind, current, keep):
+    """Why an archive entry of ``kind`` cannot take the place of the target's ``current`` entry at ``path``, or None.
+
+    ``current`` is the kind the target has there (``DIR``, ``SYMLINK``, ``FILE`` for anything else that is not a
+    directory) or None. ``keep``: the target's other entries stay (no ``clean``, or an extraction on this host), so
+    a directory must not be replaced by a file either.
+    """
+    if current is None:
+        return None
+    if kind == DIR and current == SYMLINK:
+        return (f"{path!r} is a symlink in the target and a directory in the archive; remove or move the symlink "
+                "first")
+    if kind != DIR and current == DIR and (kind == SYMLINK or keep):
+        return (f"{path!r} is a directory in the target and {KIND_NAMES[kind]} in the archive; remove or move the "
+                "directory first")
+    return None
 
 
 # --- extraction into a directory of the host the module runs on (path_restore platform=local) ---------------------
@@ -314,17 +406,44 @@ def _walk(root_fd, parts, create):
     return fd
 
 
-def _remove_entry(parent_fd, name, where, keep_dir=False):
-    """Remove what is at ``name`` (a file or a symlink, never followed); a directory is kept or refused."""
+def _remove_entry(parent_fd, name, where, kind):
+    """Make room at ``name`` for a member of ``kind``: an existing file or symlink (never followed) is removed, an
+    existing directory kept for a directory member. What :func:`kind_conflict` refuses (a symlink where the member
+    is a directory, a directory where it is not) raises TarSafetyError."""
     try:
         info = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
     except FileNotFoundError:
         return
-    if stat.S_ISDIR(info.st_mode):
-        if keep_dir:
-            return
-        raise TarSafetyError(f"member {where!r}: a directory of that name exists in the destination")
+    current = _kind_of(info.st_mode)
+    problem = kind_conflict(where, kind, current, keep=True)
+    if problem:
+        raise TarSafetyError(f"member {where!r}: {problem}")
+    if current == DIR:
+        return
     os.unlink(name, dir_fd=parent_fd)
+
+
+def _kind_of(mode):
+    if stat.S_ISDIR(mode):
+        return DIR
+    if stat.S_ISLNK(mode):
+        return SYMLINK
+    return FILE
+
+
+def check_local_kinds(root, entries):
+    """Refuse, before anything is written, an archive whose entries (``summary.entries``) would change the kind of
+    what ``root`` holds (:func:`kind_conflict`, existing entries kept). Parents come before their children, so a
+    symlink on the way is refused before anything below it is looked at."""
+    real_root = os.path.realpath(root)
+    for key, (kind, _size) in entries.items():
+        try:
+            info = os.lstat(os.path.join(real_root, *key.split("/")))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        problem = kind_conflict(key, kind, _kind_of(info.st_mode), keep=True)
+        if problem:
+            raise TarSafetyError(f"{problem} (in {real_root}); nothing was written")
 
 
 def _data_filter(member, root):
@@ -343,8 +462,11 @@ def extract_local(fileobj, root, chunk=CHUNK):
     (:func:`normalize`, tarfile's ``data`` filter where Python has it). Nothing is written outside ``root``:
     every directory is opened below a descriptor of ``root`` with ``O_NOFOLLOW`` (a symlink already in ``root``
     is refused, never followed), an existing file or symlink at a member's place is removed and the file is
-    created anew (``O_EXCL``). Files get mode ``0600`` unless the archive has a stricter one, directories ``0700``;
-    owners are not set. Symlinks and hardlinks are recreated as checked. Returns a :class:`LocalExtraction`.
+    created anew (``O_EXCL``); a symlink where the member is a directory, or a directory where it is not, is refused
+    (:func:`check_local_kinds` refuses both before anything is written). Files get mode ``0600`` unless the archive
+    has a stricter one, directories ``0700``; owners are not set. Symlinks and hardlinks are recreated as checked.
+    The files are listed with their archived mode (setuid, setgid and sticky bits cleared), uid and gid. Returns a
+    :class:`LocalExtraction`.
     """
     done = LocalExtraction()
     real_root = os.path.realpath(root)
@@ -364,14 +486,14 @@ def extract_local(fileobj, root, chunk=CHUNK):
             if member.isdir():
                 fd = _walk(root_fd, parts[:-1], create=True)
                 try:
-                    _remove_entry(fd, parts[-1], key, keep_dir=True)
+                    _remove_entry(fd, parts[-1], key, DIR)
                     os.close(_open_dir(fd, parts[-1], True, key))
                 finally:
                     os.close(fd)
             else:
                 fd = _walk(root_fd, parts[:-1], create=True)
                 try:
-                    _remove_entry(fd, parts[-1], key)
+                    _remove_entry(fd, parts[-1], key, SYMLINK if member.issym() else FILE)
                     if member.issym():
                         os.symlink(member.linkname, parts[-1], dir_fd=fd)
                     elif member.islnk():
@@ -380,7 +502,7 @@ def extract_local(fileobj, root, chunk=CHUNK):
                         mode = archived_mode & FILE_MODE_MAX
                         _write_file(tar, member, fd, parts[-1], mode, chunk)
                         done.bytes += member.size
-                        done.files.append(dict(name=key, mode=f"{archived_mode:04o}",
+                        done.files.append(dict(name=key, mode=f"{archived_mode & 0o777:04o}",
                                                uid=member.uid, gid=member.gid, size=member.size))
                 finally:
                     os.close(fd)

@@ -22,9 +22,8 @@ description:
     C(/opt/authentik/.env) lands in C(<local_root>/opt/authentik/.env), and Kubernetes Secrets saved with
     O(authentik_ops.backup.path_archive#module:content) in C(<local_root>/secrets/<namespace>/<name>.yaml).
   - With O(platform=local) nothing is written outside O(local_root). Every directory is opened below it without
-    following symlinks; a symlink already in O(local_root) where the archive has a directory fails the task and is
-    never followed. An existing file or symlink where the archive has a file is replaced by a new file. Files are
-    created with mode C(0600), or the archived mode when that is stricter, directories with C(0700); owners are
+    following symlinks. An existing file or symlink where the archive has a file is replaced by a new file. Files
+    are created with mode C(0600), or the archived mode when that is stricter, directories with C(0700); owners are
     not set (RV(files) lists the archived mode, uid and gid of every file). Where Python has it (3.12, 3.11.4 and
     the security releases of older versions), C(tarfile)'s V(data) extraction filter checks each member as well.
   - Members of a container or pod archive are named from each path's last component, as
@@ -32,15 +31,23 @@ description:
     extracted into the path's parent directory.
   - B(Safety first.) The whole archive is read and checked before anything is written. It is refused, naming the
     member, if a member name is absolute or has a C(..) component, lies outside the top-level names the O(paths)
-    allow (their last components; with O(platform=local) any top-level name is allowed), lies below a symlink of
-    the archive itself, is a symlink whose target is absolute or resolves outside the member's top-level
-    directory, is a hardlink to something outside its top-level directory or not in the archive, or is a device
-    node, a fifo or another special file. A tar stream that ends without its end-of-archive marker (truncated) is
-    refused too.
-  - Only the checked members are sent; the stream is rebuilt member by member from the checked headers.
-  - With O(clean=true) the contents of each restored directory are deleted first (C(find <dir> -mindepth 1 -delete)),
-    so files added since the backup disappear and the directory ends equal to the backup. The directory itself
-    (often a mount point) stays.
+    allow (their last components; with O(platform=local) any top-level name is allowed), lies below a symlink or a
+    file of the archive itself, makes one path both a directory and something else, is a symlink whose target is
+    absolute or resolves outside the member's top-level directory, is a hardlink to something outside its
+    top-level directory or not in the archive, or is a device node, a fifo or another special file. A tar stream
+    that ends without its end-of-archive marker (truncated) is refused too.
+  - A symlink in the target where the archive has a directory, or a directory in the target where the archive has
+    a symlink or a file, fails the task before anything is written (check mode too). With O(clean=true) only the
+    restored directories themselves are compared.
+  - Only the checked members are sent; the stream is rebuilt member by member from the checked headers, with one
+    member policy on every platform. setuid, setgid and sticky bits are cleared; user and group names are dropped,
+    so a C(tar) running as root in a container or pod sets the archived numeric uid and gid (with
+    O(platform=local) owners are never set); members that are not regular files carry size 0.
+  - With O(clean=true) the contents of each restored directory are deleted first
+    (C(find . ! -name . -prune -exec rm -rf -- {} +) in it), so files added since the backup disappear and the
+    directory ends equal to the backup. The directory itself (often a mount point) stays. Without it, archive
+    entries replace same-name entries and other entries stay. Commands in the target use POSIX options only
+    (busybox userlands work) and put C(--) before every path.
 author:
   - authentik_ops maintainers (@authentik-ops)
 extends_documentation_fragment:
@@ -255,12 +262,19 @@ from ansible_collections.authentik_ops.backup.plugins.module_utils._errors impor
 from ansible_collections.authentik_ops.backup.plugins.module_utils._restore import Source
 from ansible_collections.authentik_ops.backup.plugins.module_utils._sink import open_decompressed
 from ansible_collections.authentik_ops.backup.plugins.module_utils._tarsafe import (
+    DIR,
+    SYMLINK,
     TarSafetyError,
+    check_local_kinds,
+    kind_conflict,
     rebuild,
     validate_stream,
 )
 
-CLEAN_SH = 'find "$1" -mindepth 1 -delete'
+# "--" ends the options of every command given an operator path; find starts at "./<name>" (find has no "--")
+CLEAN_SH = 'cd -- "$1" && find . ! -name . -prune -exec rm -rf -- {} +'
+KINDS_SH = 'cd -- "$1" && find "./$2" -type "$3" -exec printf "%s\\000" {} +'
+FIND_TYPES = {DIR: "d", SYMLINK: "l"}
 LOCAL_ONLY = {"local_root": "local_root: only with platform=local"}
 NOT_LOCAL = {
     "paths": "paths: not used with platform=local, which extracts the whole archive into local_root",
@@ -290,7 +304,7 @@ def validate(source, tops):
     src = source.path
     try:
         with open_decompressed(src, source.compression) as handle:
-            return validate_stream(handle, allowed_tops=None if tops is None else set(tops))
+            return validate_stream(handle, allowed_tops=None if tops is None else set(tops), keep_entries=True)
     except TarSafetyError as exc:
         raise TarSafetyError(f"src: {src} refused, nothing was written: {exc}", src=src) from exc
     except Exception as exc:  # OSError, EOFError, zstandard.ZstdError: unreadable either way
@@ -298,18 +312,54 @@ def validate(source, tops):
                            src=src) from exc
 
 
-def rebuilt(source, names, skip_top_dirs):
+def rebuilt(source, names, rename):
     handle = open_decompressed(source.path, source.compression)
     try:
-        yield from rebuild(handle, tops=names, skip_top_dirs=skip_top_dirs)
+        yield from rebuild(handle, tops=names, rename=rename)
     finally:
         handle.close()
 
 
+def _below_top(parts):
+    """Members below the top-level directories only: a ``tar`` that is not root cannot set their owner and mode."""
+    return "/".join(parts) if len(parts) > 1 else None
+
+
 def extract(transport, source, parent, names):
     """Send the members of ``names`` into ``parent``; returns what the transport reports (bytes sent, ...)."""
-    skip = not transport.extracts_top_dirs
-    return transport.write_archive(parent, lambda: rebuilt(source, names, skip))
+    rename = None if transport.extracts_top_dirs else _below_top
+    return transport.write_archive(parent, lambda: rebuilt(source, names, rename))
+
+
+def target_kinds(transport, parent, name):
+    """{member name: DIR or SYMLINK} of the directories and symlinks at and below ``parent/name`` in the target."""
+    kinds = {}
+    for kind, find_type in FIND_TYPES.items():
+        found = bytearray()
+        answer = transport.exec_stream(["sh", "-c", KINDS_SH, "sh", parent, name, find_type], found.extend)
+        if not answer.ok:
+            raise TransportError(f"listing {posixpath.join(parent, name)} in {transport.describe()} failed "
+                                 f"({answer.problem or f'exit status {answer.exit_code}'}): "
+                                 f"{excerpt(answer.stderr)}; nothing was written")
+        for raw in bytes(found).split(b"\0"):
+            if raw.startswith(b"./"):
+                kinds[raw[2:].decode("utf-8", "surrogateescape")] = kind
+    return kinds
+
+
+def check_kinds(transport, summary, groups, clean):
+    """Refuse, before anything is written, an archive entry that would change a symlink of the target into a
+    directory or a directory into anything else (with ``clean`` only the top-level directories stay to compare)."""
+    for parent, names in groups.items():
+        for name in names:
+            current = target_kinds(transport, parent, name)
+            for key, (kind, _size) in summary.entries.items():
+                if key.split("/", 1)[0] != name or (clean and key != name):
+                    continue
+                problem = kind_conflict(key, kind, current.get(key), keep=True)
+                if problem:
+                    raise TarSafetyError(f"{problem} (below {parent} in {transport.describe()}); nothing was "
+                                         "written")
 
 
 def check_local_root(root):
@@ -328,6 +378,10 @@ def restore_into_root(module, source):
     restored = [root] if summary.members else []
     result = dict(src=src, members=summary.members, archive=summary.as_dict(), restored=restored,
                   skipped_paths=[], cleaned=[], target=dict(transport.target_facts(), local_root=root))
+    try:
+        check_local_kinds(root, summary.entries)
+    except TarSafetyError as exc:
+        raise exc.add_fields(**result)
     if module.check_mode or not restored:
         return dict(result, changed=bool(restored), files=[],
                     plan=dict(action="extract" if restored else "nothing to restore", restored=restored,
@@ -386,13 +440,17 @@ def restore_paths(module, source):
     except BackupError as exc:
         raise exc.add_fields(**result)
     cleaned = restored if module.params["clean"] else []
+    groups = {}
+    for name in present:
+        groups.setdefault(tops[name][1], []).append(name)
+    try:
+        check_kinds(transport, summary, groups, module.params["clean"])
+    except BackupError as exc:
+        raise exc.add_fields(**result)
     if module.check_mode or not restored:
         return dict(result, changed=bool(restored), cleaned=cleaned,
                     plan=dict(action="extract" if restored else "nothing to restore", restored=restored,
                               clean=cleaned, members=summary.members))
-    groups = {}
-    for name in present:
-        groups.setdefault(tops[name][1], []).append(name)
     watch = Stopwatch()
     sent = 0
     try:

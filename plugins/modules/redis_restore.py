@@ -14,15 +14,17 @@ description:
     loses no permanent data.
   - O(mode=replace) makes Redis load the RDB file O(src) written by M(authentik_ops.backup.redis_dump). The file's
     header, EOF opcode and CRC64 are checked completely before anything is touched.
-  - With O(platform=docker) the container is stopped first (Redis writes its own snapshot when it shuts down, so the
-    file is replaced only after that), the file is put into the data directory through the Engine API archive
-    endpoint with the owner and mode of the file it replaces, the container is started again and the module waits
-    until C(PING) answers and C(INFO persistence) reports C(loading:0).
-  - With O(platform=kubernetes) a pod's container cannot be stopped and started through the API. The file is written
-    next to the RDB as C(<dbfilename>.restore-tmp) through the exec's standard input, checked for its size and moved
-    over the RDB; then C(SHUTDOWN NOSAVE) stops Redis without writing a snapshot, and the kubelet restarts the
-    container (this needs the pod's restart policy C(Always), as a StatefulSet has), which loads the file. The module
-    waits until a new Redis process (a new C(run_id)) answers. The pod's restart count goes up by one.
+  - The same way on Docker and Kubernetes, so that a failure half-way leaves the previous data. The file is
+    written next to the RDB as C(<dbfilename>.restore-tmp) through the exec's standard input and read back; its
+    size, RDB header, EOF opcode and CRC64 are checked and its sha256 compared with the source's. A failure up to
+    here removes it; nothing was changed and Redis keeps running on its data.
+  - Then C(CONFIG SET save "") keeps Redis from writing its snapshot over the new file, the file is renamed over
+    the RDB with the owner and mode of the file it replaces (if that fails, the save setting is given back and
+    nothing was changed), and C(SHUTDOWN NOSAVE) stops Redis without writing a snapshot. The container's restart
+    policy, or the kubelet (this needs the pod's restart policy C(Always), as a StatefulSet has; the restart count
+    goes up by one), starts it again; a Docker container that stays stopped is started by the module. Redis loads
+    the file, with the save setting of its configuration. The module waits until a new Redis process (a new
+    C(run_id)) answers C(PING) and C(INFO persistence) reports C(loading:0).
   - Redis with C(appendonly yes) loads its append-only file, not the RDB, on startup; O(mode=replace) refuses such a
     server unless O(force=true).
   - O(mode=flush) runs C(FLUSHALL) instead, emptying Redis (authentik's sessions and caches; users are logged out).
@@ -80,7 +82,8 @@ options:
     default: false
   stop_timeout:
     description:
-      - Seconds Docker waits for Redis to stop (and write its snapshot) before it kills it.
+      - Not used by O(mode=replace) any more (Redis is stopped with C(SHUTDOWN NOSAVE), not by Docker); kept so
+        that existing tasks still run.
     type: int
     default: 60
   wait_timeout:
@@ -89,7 +92,8 @@ options:
     type: int
     default: 300
 notes:
-  - Needs C(sh), C(stat) and C(redis-cli) in the container; on Kubernetes also C(head), C(wc) and C(mv).
+  - Needs C(sh), C(stat), C(cat), C(head), C(wc), C(mv) and C(redis-cli) in the container (busybox userlands
+    work).
 seealso:
   - module: authentik_ops.backup.redis_dump
   - module: authentik_ops.backup.backup_verify
@@ -177,6 +181,7 @@ plan:
   sample: {action: stop container, replace /data/dump.rdb, start, wait for loading:0}
 """
 
+import hashlib
 import posixpath
 import time
 
@@ -201,17 +206,23 @@ from ansible_collections.authentik_ops.backup.plugins.module_utils._errors impor
 )
 from ansible_collections.authentik_ops.backup.plugins.module_utils._formats import RdbChecker
 from ansible_collections.authentik_ops.backup.plugins.module_utils._redis import (
+    AUTH_SH,
     info_fields,
     parse_int,
     run_commands,
 )
-from ansible_collections.authentik_ops.backup.plugins.module_utils._restore import Source, iter_file, single_file_tar
+from ansible_collections.authentik_ops.backup.plugins.module_utils._restore import Source, iter_file
 from ansible_collections.authentik_ops.backup.plugins.module_utils._transport import Feed
 
-STAT_SH = 'if [ -e "$1" ]; then stat -c "%u %g %a" "$1"; else stat -c "%u %g 600" "$2"; fi'
+STAT_SH = 'if [ -e "$1" ]; then stat -c "%u %g %a" -- "$1"; else stat -c "%u %g 600" -- "$2"; fi'
 WRITE_SH = 'umask 077; head -c "$1" > "$2" && wc -c < "$2"'
-PLACE_SH = ('if [ "$(id -u)" = 0 ]; then chown "$3:$4" "$1"; fi; chmod "$5" "$1" && mv -f "$1" "$2" || '
-            '{ rm -f "$1"; exit 1; }')
+PLACE_SH = ('if [ "$(id -u)" = 0 ]; then chown -- "$3:$4" "$1"; fi; chmod -- "$5" "$1" && mv -f -- "$1" "$2" || '
+            '{ rm -f -- "$1"; exit 1; }')
+SAVE_SH = AUTH_SH + 'exec redis-cli --raw CONFIG SET save "$1"'
+
+
+def redis_secret(params):
+    return {"REDISCLI_AUTH": params["password"]} if params.get("password") else None
 
 
 def check_rdb(src, compression):
@@ -236,14 +247,16 @@ def config_value(answers, command, name):
 
 def probe(transport, params):
     answers = run_commands(transport, params, ["CONFIG GET dir", "CONFIG GET dbfilename",
-                                               "CONFIG GET appendonly", "DBSIZE", "INFO server"])
+                                               "CONFIG GET appendonly", "CONFIG GET save", "DBSIZE", "INFO server"])
     rdb_path = params["rdb_path"]
     if not rdb_path:
         directory = config_value(answers, "CONFIG GET dir", "dir")
         filename = config_value(answers, "CONFIG GET dbfilename", "dbfilename")
         if directory and filename:
             rdb_path = directory.rstrip("/") + "/" + filename
+    save = answers.get("CONFIG GET save", [])
     return dict(rdb_path=rdb_path, appendonly=config_value(answers, "CONFIG GET appendonly", "appendonly"),
+                save=save[1] if len(save) >= 2 and save[0] == "save" else "",
                 keys=parse_int(answers.get("DBSIZE")),
                 run_id=info_fields(answers.get("INFO server", [])).get("run_id"))
 
@@ -258,12 +271,23 @@ def file_owner(transport, rdb_path):
     return dict(uid=int(fields[0]), gid=int(fields[1]), mode="0" + fields[2].lstrip("0").rjust(3, "0"))
 
 
+def start_if_stopped(transport):
+    """A container whose restart policy does not restart Redis is started here; a pod's kubelet restarts it."""
+    if not transport.can_stop:
+        return
+    try:
+        transport.check_running()
+    except TransportError:
+        transport.start()
+
+
 def wait_ready(transport, params, old_run_id, deadline):
     """Wait until a Redis process other than ``old_run_id`` answers PING and has finished loading."""
     last = "no answer yet"
     while True:
         transport.refresh()  # forget the cached container/pod state: it restarted
         try:
+            start_if_stopped(transport)
             answers = run_commands(transport, params, ["PING", "INFO persistence", "INFO server", "DBSIZE"])
             fields = info_fields(answers.get("INFO persistence", []))
             run_id = info_fields(answers.get("INFO server", [])).get("run_id")
@@ -278,52 +302,87 @@ def wait_ready(transport, params, old_run_id, deadline):
         time.sleep(0.5)
 
 
-def replace_stopped(transport, source, rdb_path, owner, size, stop_timeout):
-    """Stop the container (Redis saves on shutdown, so first), put the file in, start it again whatever happened."""
-    directory, filename = posixpath.split(rdb_path)
-    transport.stop(timeout=stop_timeout)
-    error = None
-    try:
-        if source.changed():
-            raise RestoreError(f"{source.path} changed after it was checked")
-        transport.write_archive(directory or "/", lambda: single_file_tar(
-            filename, iter_file(source.path, source.compression), size, uid=owner["uid"], gid=owner["gid"],
-            mode=int(owner["mode"], 8)))
-    except (TransportError, RestoreError, OSError) as exc:
-        error = exc
-    finally:
-        transport.start()  # whatever happened: Redis must run again (with the old data if the copy failed)
-    if error is not None:
-        raise TransportError(f"putting {rdb_path} into {transport.describe()} failed: {error}; the container was "
-                             "started again with the data it had")
-
-
-def replace_live(transport, params, source, rdb_path, owner, size):
-    """Write the file beside the RDB through exec, move it over the RDB, and stop Redis without saving (its
-    supervisor restarts it, and it loads the file)."""
-    tmp = rdb_path + ".restore-tmp"
+def stage(transport, source, tmp, size):
+    """Write the file beside the RDB through the exec's stdin, then read it back and check it (size, RDB header,
+    EOF opcode and CRC64, sha256 equal to the source's); a file that fails is removed."""
     if source.changed():
-        raise RestoreError(f"{source.path} changed after it was checked")
+        raise RestoreError(f"{source.path} changed after it was checked; nothing was changed")
     answer = _Capture()
     feed = Feed(iter_file(source.path, source.compression), size)
     result = transport.exec_stream(["sh", "-c", WRITE_SH, "sh", str(size), tmp], answer, stdin=feed)
     written = parse_int([answer.data.decode("ascii", "replace").strip()])
+    problem = None
     if feed.error is not None:
+        problem = f"reading {source.path} failed while it was sent: {feed.error}"
+    elif not result.ok or written != size:
+        problem = (f"writing {tmp} in {transport.describe()} failed "
+                   f"({result.problem or f'exit status {result.exit_code}'}, {written} of {size} bytes): "
+                   f"{excerpt(result.stderr)}")
+    else:
+        problem = staged_problem(transport, source, tmp, size)
+    if problem:
         transport.exec_capture(["rm", "-f", "--", tmp])
-        raise RestoreError(f"reading {source.path} failed while it was sent: {feed.error}; Redis was not touched")
-    if not result.ok or written != size:
-        raise TransportError(f"writing {tmp} in {transport.describe()} failed "
-                             f"({result.problem or f'exit status {result.exit_code}'}, {written} of {size} bytes): "
-                             f"{excerpt(result.stderr)}")
+        raise TransportError(f"{problem}; nothing was changed, Redis keeps running on its data")
+
+
+def staged_problem(transport, source, tmp, size):
+    """Why the staged file is not the checked snapshot, or None."""
+    checker = RdbChecker()
+    digest = hashlib.sha256()
+
+    def take(data):
+        checker.feed(data)
+        digest.update(data)
+
+    result = transport.exec_stream(["cat", "--", tmp], take)
+    ok, message, _version = checker.finish()
+    if not result.ok:
+        return f"reading {tmp} back failed ({result.problem or f'exit status {result.exit_code}'})"
+    if not ok or checker.size != size:
+        return f"{tmp} in {transport.describe()} is not the snapshot that was sent ({message}, {checker.size} bytes)"
+    expected = hashlib.sha256()
+    for block in iter_file(source.path, source.compression):
+        expected.update(block)
+    if source.changed() or expected.digest() != digest.digest():
+        return f"{source.path} changed while it was sent"
+    return None
+
+
+def set_save(transport, params, value):
+    result = transport.exec_capture(["sh", "-c", SAVE_SH, "sh", value], secret_env=redis_secret(params))
+    if not result.ok or result.stdout.strip() != b"OK":
+        raise RedisAnswerError(f"CONFIG SET save in {transport.describe()} failed: "
+                               f"{result.problem or excerpt(result.stderr or result.stdout, 300)}")
+
+
+def swap(transport, params, tmp, rdb_path, owner, save):
+    """Keep Redis from writing its snapshot (CONFIG SET save ""), move the staged file over the RDB; on failure
+    give the save setting back and remove the staged file."""
+    try:
+        set_save(transport, params, "")
+    except (TransportError, RedisAnswerError) as exc:
+        transport.exec_capture(["rm", "-f", "--", tmp])
+        raise RedisAnswerError(f"{exc}; nothing was changed, Redis keeps running on its data") from exc
     result = transport.exec_capture(["sh", "-c", PLACE_SH, "sh", tmp, rdb_path, str(owner["uid"]),
                                      str(owner["gid"]), owner["mode"]])
     if not result.ok:
+        try:
+            set_save(transport, params, save)
+        except (TransportError, RedisAnswerError) as exc:
+            raise TransportError(f"moving {tmp} over {rdb_path} failed ({excerpt(result.stderr)}) and the save "
+                                 f"setting {save!r} could not be given back ({exc}); set it again with CONFIG SET "
+                                 "save; the RDB was not changed") from exc
         raise TransportError(f"moving {tmp} over {rdb_path} in {transport.describe()} failed: "
-                             f"{result.problem or f'exit status {result.exit_code}'}: {excerpt(result.stderr)}")
+                             f"{result.problem or f'exit status {result.exit_code}'}: {excerpt(result.stderr)}; "
+                             "nothing was changed, Redis keeps running on its data")
+
+
+def restart(transport, params):
+    """SHUTDOWN NOSAVE: Redis exits without writing a snapshot; its supervisor (or this module) starts it again."""
     try:
         run_commands(transport, params, ["SHUTDOWN NOSAVE"])
     except (TransportError, RedisAnswerError):
-        pass  # the exec dies with the server; success is judged by the new run_id below
+        pass  # the exec dies with the server; success is judged by the new run_id
 
 
 class _Capture:
@@ -356,19 +415,21 @@ def replace(module, transport, params, source, size, before, result):
                           "append-only file and ignores the RDB. Disable appendonly in its configuration and set "
                           "force=true, or use mode=flush")
     owner = file_owner(transport, rdb_path)
+    tmp = rdb_path + ".restore-tmp"
     result.update(rdb_path=rdb_path, owner=owner)
-    if transport.can_stop:
-        steps = f"stop container, replace {rdb_path}, start, wait for loading:0"
-    else:
-        steps = f"write {rdb_path}.restore-tmp, move it over {rdb_path}, SHUTDOWN NOSAVE, wait for the restart"
+    steps = (f"write {tmp} and check it, CONFIG SET save \"\", move it over {rdb_path}, SHUTDOWN NOSAVE, "
+             "wait for the new Redis process and loading:0")
     if module.check_mode:
         return dict(result, changed=True, keys=before["keys"], plan=dict(action=steps, rdb_path=rdb_path, bytes=size))
     watch = Stopwatch()
-    if transport.can_stop:
-        replace_stopped(transport, source, rdb_path, owner, size, params["stop_timeout"])
-    else:
-        replace_live(transport, params, source, rdb_path, owner, size)
-    keys = wait_ready(transport, params, before["run_id"], time.monotonic() + params["wait_timeout"])
+    stage(transport, source, tmp, size)
+    swap(transport, params, tmp, rdb_path, owner, before["save"])
+    restart(transport, params)
+    try:
+        keys = wait_ready(transport, params, before["run_id"], time.monotonic() + params["wait_timeout"])
+    except BackupError as exc:
+        raise RedisAnswerError(f"{exc}; {rdb_path} holds the restored snapshot, Redis loads it when it starts",
+                               **exc.fields) from exc
     return dict(result, changed=True, keys=keys, duration=watch.elapsed)
 
 

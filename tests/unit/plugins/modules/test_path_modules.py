@@ -172,11 +172,48 @@ def test_missing_target_directory_fails_and_unmounted_warns(monkeypatch, tmp_pat
 
 
 def test_clean_failure_stops_before_extracting(monkeypatch, tmp_path):
-    fake = FakeTransport(lambda call: Reply(stderr=b"find: Permission denied", exit_code=1), paths=["/data"],
-                         mounts=["/data"])
+    fake = FakeTransport(lambda call: Reply(stderr=b"rm: Permission denied", exit_code=1) if "rm -rf" in call.text
+                         else Reply(), paths=["/data"], mounts=["/data"])
     result, failed = run_main(monkeypatch, path_restore, restore_args(tmp_path, clean=True), transport=fake)
     assert failed and "cleaning /data" in result["msg"] and "partly restored" in result["msg"]
     assert fake.written == {}
+    # every operator path comes after "--" (or as "./<name>" for find, which has no "--")
+    assert fake.calls[-1].argv[-1] == "/data" and 'cd -- "$1"' in fake.calls[-1].argv[2]
+
+
+def _listing(links=b"", dirs=b"./data\0"):
+    """A target answering the directory and symlink listing of path_restore (find -type d / -type l)."""
+    return lambda call: Reply(stdout=links if call.argv[-1] == "l" else dirs) if "-type" in call.text else Reply()
+
+
+@pytest.mark.parametrize("data, links, dirs, clean, refused", [
+    (tar(("data", None), ("data/sub", None), ("data/sub/x", b"x")), b"./data/sub\0", b"./data\0", False,
+     "'data/sub' is a symlink in the target and a directory in the archive"),
+    (tar(("data", None), ("data/sub", None), ("data/sub/x", b"x")), b"./data/sub\0", b"./data\0", True,
+     None),  # clean: the symlink goes first
+    (tar(("data", None), ("data/d", b"now a file")), b"", b"./data\0./data/d\0", False,
+     "'data/d' is a directory in the target and a file in the archive"),
+    (tar(("data", None), ("data/x", b"x")), b"./data\0", b"", True,
+     "'data' is a symlink in the target and a directory in the archive"),
+    (tar(("data", None), ("data/x", b"x")), b"./data/x\0", b"./data\0./data/other\0", False, None),
+])
+def test_kind_swaps_are_refused_before_anything_is_written(monkeypatch, tmp_path, data, links, dirs, clean,
+                                                           refused):
+    fake = FakeTransport(_listing(links, dirs), paths=["/data"], mounts=["/data"])
+    result, failed = run_main(monkeypatch, path_restore, restore_args(tmp_path, data, clean=clean), transport=fake)
+    if refused is None:
+        assert not failed and fake.written, result
+        return
+    assert failed and refused in result["msg"] and "nothing was written" in result["msg"], result
+    assert fake.written == {} and not any("rm -rf" in call.text for call in fake.calls)
+    assert all(call.argv[:4] == ["sh", "-c", path_restore.KINDS_SH, "sh"] for call in fake.calls)
+
+
+def test_listing_failure_writes_nothing(monkeypatch, tmp_path):
+    fake = FakeTransport(lambda call: Reply(stderr=b"find: boom", exit_code=1), paths=["/data"], mounts=["/data"])
+    result, failed = run_main(monkeypatch, path_restore, restore_args(tmp_path, clean=True), transport=fake)
+    assert failed and "listing /data" in result["msg"] and "nothing was written" in result["msg"]
+    assert fake.written == {} and len(fake.calls) == 1
 
 
 def test_local_root_extracts_on_this_host(monkeypatch, tmp_path):

@@ -88,27 +88,53 @@ def rdb():
 
 
 class Redis:
-    def __init__(self, appendonly="no", write=None, place=None):
+    """A scripted Redis target: its files, its save setting, its run_id; ``fake`` (optional) stops on SHUTDOWN."""
+
+    def __init__(self, appendonly="no", write=None, place=None, save="3600 1", fake=None):
         self.appendonly = appendonly
         self.run_id = "a" * 40
         self.write = write
         self.place = place
+        self.save = save
+        self.saves = []
+        self.files = {"/data/dump.rdb": b"old"}
+        self.fake = fake
 
     def __call__(self, call):
+        if call.argv[:2] == ["sh", "-c"] and "CONFIG SET save" in call.argv[2]:
+            self.saves.append(call.argv[-1])
+            self.save = call.argv[-1]
+            return Reply("OK\n")
         if call.argv[:2] == ["sh", "-c"] and "redis-cli" in call.argv[2]:
             answers = {"CONFIG GET dir": "dir\n/data", "CONFIG GET dbfilename": "dbfilename\ndump.rdb",
                        "CONFIG GET appendonly": f"appendonly\n{self.appendonly}", "DBSIZE": "1",
+                       "CONFIG GET save": f"save\n{self.save}",
                        "INFO server": f"run_id:{self.run_id}", "PING": "PONG", "INFO persistence": "loading:0",
                        "FLUSHALL": "OK", "SHUTDOWN NOSAVE": ""}
             if "SHUTDOWN NOSAVE" in call.argv:
                 self.run_id = "b" * 40
+                if self.fake is not None:
+                    self.fake.running = False
             return Reply("".join(f"@@{c}\n{answers[c]}\n" for c in call.argv[4:]))
         if "stat -c" in call.text:
             return Reply("999 999 600\n")
         if "head -c" in call.text:
-            return self.write or Reply(f"{len(call.stdin)}\n")
+            if self.write:
+                self.files[call.argv[-1]] = call.stdin[:3]
+                return self.write
+            self.files[call.argv[-1]] = call.stdin
+            return Reply(f"{len(call.stdin)}\n")
+        if call.argv[:2] == ["cat", "--"]:
+            return Reply(self.files[call.argv[2]])
+        if call.argv[:3] == ["rm", "-f", "--"]:
+            self.files.pop(call.argv[3], None)
+            return Reply()
         if "mv -f" in call.text:
-            return self.place or Reply()
+            if self.place:
+                self.files.pop(call.argv[4], None)
+                return self.place
+            self.files[call.argv[5]] = self.files.pop(call.argv[4])
+            return Reply()
         raise AssertionError(call.text)
 
 
@@ -118,44 +144,66 @@ def redis_args(tmp_path, **more):
     return dict(dict(container="redis", src=str(src), wait_timeout=5), **more)
 
 
-def test_redis_replace_on_a_stoppable_target(monkeypatch, tmp_path):
-    redis = Redis()
-    fake = FakeTransport(redis, can_stop=True)
-    fake.stop = lambda timeout=30: (fake.events.append(("stop", timeout)), setattr(redis, "run_id", "c" * 40))
-    result, failed = run_main(monkeypatch, redis_restore, redis_args(tmp_path, stop_timeout=7), transport=fake)
-    assert not failed, result
-    assert [e[0] for e in fake.events if e[0] != "refresh"] == ["stop", "write_archive", "start"]
-    assert ("stop", 7) in fake.events
-    tar = fake.written["/data"][0]
-    assert rdb() in tar and b"dump.rdb" in tar[:512]
-
-
-def test_redis_replace_that_fails_starts_the_container_again(monkeypatch, tmp_path):
-    fake = FakeTransport(Redis(), can_stop=True)
-
-    def broken(path, source):
-        raise OSError("disk full")
-
-    fake.write_archive = broken
-    result, failed = run_main(monkeypatch, redis_restore, redis_args(tmp_path), transport=fake)
-    assert failed and "disk full" in result["msg"] and "started again" in result["msg"]
-    assert [e[0] for e in fake.events] == ["stop", "start"]
-    assert result["rdb_path"] == "/data/dump.rdb" and result["mode"] == "replace"
-
-
-def test_redis_replace_on_a_live_target_swaps_the_file_and_restarts_redis(monkeypatch, tmp_path):
-    fake = FakeTransport(Redis())
+@pytest.mark.parametrize("can_stop", [True, False])
+def test_redis_replace_stages_beside_swaps_and_restarts(monkeypatch, tmp_path, can_stop):
+    fake = FakeTransport(can_stop=can_stop)
+    redis = Redis(fake=fake)
+    fake.handler = redis
+    fake.start = lambda: (fake.events.append(("start",)), setattr(fake, "running", True))
     result, failed = run_main(monkeypatch, redis_restore, redis_args(tmp_path), transport=fake)
     assert not failed, result
+    assert redis.files == {"/data/dump.rdb": rdb()}  # staged, read back, moved over; nothing left beside
     write = [c for c in fake.calls if "head -c" in c.text][0]
     assert write.stdin == rdb() and write.argv[-1] == "/data/dump.rdb.restore-tmp"
-    assert any("SHUTDOWN NOSAVE" in c.argv for c in fake.calls)
+    steps = {"CONFIG SET save": "save", "mv -f": "mv", "SHUTDOWN NOSAVE": "shutdown"}
+    order = [step for c in fake.calls for text, step in steps.items() if text in c.text]
+    assert order == ["save", "mv", "shutdown"] and redis.saves == [""]
+    # a container its restart policy leaves stopped is started by the module; a pod's kubelet restarts it
+    assert [e for e in fake.events if e[0] == "start"] == ([("start",)] if can_stop else [])
 
 
-def test_redis_replace_live_write_that_falls_short(monkeypatch, tmp_path):
-    fake = FakeTransport(Redis(write=Reply("3\n")))
+def test_redis_stream_cut_mid_copy_leaves_the_rdb(monkeypatch, tmp_path):
+    redis = Redis(write=Reply("3\n"))
+    fake = FakeTransport(redis, can_stop=True)
     result, failed = run_main(monkeypatch, redis_restore, redis_args(tmp_path), transport=fake)
-    assert failed and "3 of" in result["msg"]
+    assert failed and "3 of" in result["msg"] and "nothing was changed" in result["msg"], result
+    assert redis.files == {"/data/dump.rdb": b"old"} and redis.saves == [] and fake.events == []
+    assert not any("SHUTDOWN NOSAVE" in c.argv for c in fake.calls)
+
+
+def test_redis_staged_file_that_differs_is_removed(monkeypatch, tmp_path):
+    redis = Redis()
+    original = redis.__call__
+
+    def corrupt(call):
+        reply = original(call)
+        if call.argv[:2] == ["cat", "--"]:
+            return Reply(reply.stdout[:-1] + b"\x00")
+        return reply
+
+    fake = FakeTransport(corrupt)
+    result, failed = run_main(monkeypatch, redis_restore, redis_args(tmp_path), transport=fake)
+    assert failed and "is not the snapshot that was sent" in result["msg"] and "nothing was changed" in result["msg"]
+    assert redis.files == {"/data/dump.rdb": b"old"} and redis.saves == []
+
+
+def test_redis_that_refuses_config_set_keeps_its_rdb_and_no_staged_file(monkeypatch, tmp_path):
+    redis = Redis()
+    original = redis.__call__
+    fake = FakeTransport(lambda call: Reply("ERR unknown command\n") if "CONFIG SET save" in call.text
+                         else original(call))
+    result, failed = run_main(monkeypatch, redis_restore, redis_args(tmp_path), transport=fake)
+    assert failed and "CONFIG SET save" in result["msg"] and "nothing was changed" in result["msg"], result
+    assert redis.files == {"/data/dump.rdb": b"old"}
+    assert not any("SHUTDOWN NOSAVE" in c.argv or "mv -f" in c.text for c in fake.calls)
+
+
+def test_redis_move_that_fails_gives_the_save_setting_back(monkeypatch, tmp_path):
+    redis = Redis(place=Reply(stderr=b"mv: Read-only file system", exit_code=1))
+    fake = FakeTransport(redis)
+    result, failed = run_main(monkeypatch, redis_restore, redis_args(tmp_path), transport=fake)
+    assert failed and "Read-only" in result["msg"] and "nothing was changed" in result["msg"], result
+    assert redis.saves == ["", "3600 1"] and redis.files == {"/data/dump.rdb": b"old"}
     assert not any("SHUTDOWN NOSAVE" in c.argv for c in fake.calls)
 
 
@@ -173,11 +221,13 @@ def test_redis_bad_rdb_is_refused_before_anything(monkeypatch, tmp_path):
     assert failed and "nothing was restored" in result["msg"] and fake.calls == [] and fake.events == []
 
 
-def test_redis_check_mode_plans_by_capability(monkeypatch, tmp_path):
-    for can_stop, words in ((True, "stop container"), (False, "SHUTDOWN NOSAVE")):
-        fake = FakeTransport(Redis(), can_stop=can_stop)
+def test_redis_check_mode_plans_the_same_on_every_platform(monkeypatch, tmp_path):
+    for can_stop in (True, False):
+        redis = Redis()
+        fake = FakeTransport(redis, can_stop=can_stop)
         result, failed = run_main(monkeypatch, redis_restore, redis_args(tmp_path), check_mode=True, transport=fake)
-        assert not failed and words in result["plan"]["action"] and fake.events == []
+        assert not failed and "SHUTDOWN NOSAVE" in result["plan"]["action"] and fake.events == []
+        assert redis.files == {"/data/dump.rdb": b"old"} and redis.saves == []
 
 
 def test_redis_flush(monkeypatch, tmp_path):
