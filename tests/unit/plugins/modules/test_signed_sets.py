@@ -226,3 +226,17 @@ def test_bad_verify_key_fails_the_task(monkeypatch, tmp_path, keys):
     result, failed = run_main(monkeypatch, backup_verify, dict(dest=str(tmp_path), verify_keys=["ssh-rsa AAAA"],
                                                                fail_on_error=False))
     assert failed and "verify_keys[0]" in result["msg"]
+
+
+def test_upload_copies_the_signature_before_the_manifest_and_checks_it(monkeypatch, tmp_path, keys):
+    from ansible_collections.authentik_ops.backup.plugins.modules import backup_upload
+    path = make_set(monkeypatch, tmp_path, OLD, keys["one"][0])
+    names = [name for name, _size, _sha in backup_upload.set_files(str(path))]
+    assert names == ["postgres.sql", "manifest.sig", "manifest.json"]
+    assert backup_upload.check_authentic(str(path), [keys["one"][1]]) is True
+    assert backup_upload.check_authentic(str(path), []) is False
+    rewrite_manifest(path, lambda m: m.update(platform="kubernetes"))
+    with pytest.raises(backup_upload.UploadError, match="not copied or vouched for"):
+        backup_upload.check_authentic(str(path), [keys["one"][1]])
+    with pytest.raises(backup_upload.UploadError, match="not copied or vouched for"):
+        backup_upload.check_authentic(str(make_set(monkeypatch, tmp_path, NEW, keys["two"][0])), [keys["one"][1]])
