@@ -118,7 +118,7 @@ def load_signing_key(text=None, path=None):
 
 
 def _reason(exc):
-    text = str(exc).split("\n")[0]
+    text = str(exc).split("\n", maxsplit=1)[0]
     return text[:200] if "BEGIN" not in text else "not a key"
 
 

@@ -182,8 +182,8 @@ def test_renamed_old_signed_set_and_old_set_as_latest_are_refused(signed, invent
     assert any(f"{sets[1]} is a newer validly signed set" in p for p in result["problems"]), result["problems"]
 
 
-def test_unsigned_set_is_refused_with_a_key_and_unauthenticated_without(signed, inventory, stack_current, keys,
-                                                                          tmp_path):
+def test_unsigned_set_is_refused_with_a_key_and_unauthenticated_without(
+        signed, inventory, stack_current, keys, tmp_path):
     store, sets = copy_store(signed, tmp_path)
     for name in sets:
         os.unlink(store / name / "manifest.sig")
