@@ -23,6 +23,7 @@ from ansible_collections.authentik_ops.backup.plugins.module_utils._errors impor
 from ansible_collections.authentik_ops.backup.plugins.module_utils._fsutil import fsync_dir
 
 MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"
 LATEST = "latest"
 LOCK = ".lock"
 REPORT = "report.json"
@@ -102,7 +103,7 @@ def sort_sets(names, prefix):
 
 def bad_file_name(name):
     """True unless ``name`` can be a file of a set (as a manifest entry lists it)."""
-    return not name or "/" in name or name in (MANIFEST, LATEST, ".", "..")
+    return not name or "/" in name or name in (MANIFEST, SIGNATURE, LATEST, ".", "..")
 
 
 def scan(dest, prefix):
@@ -153,6 +154,27 @@ def point_latest(dest, name):
     os.symlink(name, tmp)
     os.replace(tmp, link)
     fsync_dir(dest)
+
+
+def set_prefix(name):
+    """The prefix of a set name ``<prefix>-<yyyymmddThhmmssZ>[-<n>]``, or None when ``name`` is not one."""
+    match = re.fullmatch(r"(.+)-\d{8}T\d{6}Z(?:-\d+)?", name or "")
+    if not match or set_time(name, match.group(1)) is None:
+        return None
+    return match.group(1)
+
+
+def source_of(manifest):
+    """The deployment a manifest says its set came from, in words: ``Compose project X`` or ``Helm release R in
+    namespace N``; None when the manifest names none."""
+    source = manifest.get("source") if isinstance(manifest, dict) else None
+    if not isinstance(source, dict):
+        return None
+    if source.get("release") or source.get("namespace"):
+        return f"Helm release {source.get('release')} in namespace {source.get('namespace')}"
+    if source.get("compose_project"):
+        return f"Compose project {source['compose_project']}"
+    return None
 
 
 # --- the lock's holder --------------------------------------------------------------------------------------------

@@ -18,6 +18,12 @@ description:
     symlink of O(dest) at this set when it is the newest complete set of O(prefix).
   - O(state=absent) removes an incomplete set, for example after a failed run. A set that has a manifest is never
     removed by this module.
+  - With O(signing_key) or O(signing_key_file), O(state=complete) signs the manifest it wrote with that Ed25519 key
+    and writes the detached signature C(manifest.sig) atomically (mode C(0600)) after it, before C(latest) moves;
+    the signature covers the exact bytes of the manifest, which hold every file's name, size and sha256, the set's
+    name and times, the platform and the source deployment. A set whose manifest says it is partial is never
+    signed. If the signature cannot be written, the manifest is removed again, so the set stays incomplete.
+    O(state=present) checks the key before the set directory is created.
 author:
   - authentik_ops maintainers (@authentik-ops)
 extends_documentation_fragment:
@@ -89,9 +95,21 @@ options:
       - With O(state=complete), move the C(latest) symlink when this set is the newest complete one.
     type: bool
     default: true
+  signing_key:
+    description:
+      - The Ed25519 private key that signs the set, as the text of an OpenSSH private key (C(ssh-keygen -t ed25519),
+        without a passphrase) or of a PKCS#8 PEM key (C(openssl genpkey -algorithm ed25519)).
+      - Never logged. Mutually exclusive with O(signing_key_file).
+      - Needs the Python package C(cryptography) on the host the module runs on.
+    type: str
+  signing_key_file:
+    description:
+      - Path of such a private key file on the host the module runs on, instead of O(signing_key).
+    type: path
 seealso:
   - module: authentik_ops.backup.postgres_dump
   - module: authentik_ops.backup.path_archive
+  - module: authentik_ops.backup.backup_verify
 """
 
 EXAMPLES = r"""
@@ -117,6 +135,15 @@ EXAMPLES = r"""
     metadata:
       platform: docker
       authentik: {version: "2026.2.2"}
+
+- name: Complete and sign the set
+  authentik_ops.backup.backup_set:
+    state: complete
+    dest: /var/backups/authentik
+    name: "{{ backup_set.name }}"
+    parts:
+      - "{{ pg | combine({'part': 'postgres'}) }}"
+    signing_key: "{{ vault_backup_signing_key }}"
 
 - name: Discard the set after a failure
   authentik_ops.backup.backup_set:
@@ -156,6 +183,18 @@ latest:
   returned: state=complete
   type: str
   sample: authentik-20261130T020000Z
+signature:
+  description:
+    - The signature written (in check mode, the one that would be written), or V(null) when the set is not signed.
+  returned: state=complete
+  type: dict
+  sample: {path: /var/backups/authentik/authentik-20261130T020000Z/manifest.sig, algorithm: ed25519,
+           key: "SHA256:7sGzYf0mQ9c0nqkM4hJm1W0lqf0s1u2bqQ8l0v6Jx2E"}
+signing_key_fingerprint:
+  description: OpenSSH fingerprint of the signing key, checked before the set directory is created.
+  returned: state=present with O(signing_key) or O(signing_key_file)
+  type: str
+  sample: "SHA256:7sGzYf0mQ9c0nqkM4hJm1W0lqf0s1u2bqQ8l0v6Jx2E"
 """
 
 import datetime
@@ -171,6 +210,7 @@ from ansible_collections.authentik_ops.backup.plugins.module_utils._fsutil impor
 from ansible_collections.authentik_ops.backup.plugins.module_utils._sets import (
     LATEST,
     MANIFEST,
+    SIGNATURE,
     complete_sets,
     is_result_noise,
     iso,
@@ -179,6 +219,12 @@ from ansible_collections.authentik_ops.backup.plugins.module_utils._sets import 
     set_name,
     utc_now,
 )
+from ansible_collections.authentik_ops.backup.plugins.module_utils._signing import (
+    SignatureError,
+    fingerprint,
+    load_signing_key,
+    signature_bytes,
+)
 from ansible_collections.authentik_ops.backup.plugins.module_utils._sink import AtomicSink
 
 KNOWN_KEYS = ("size", "sha256", "compression", "raw_size", "duration", "encryption")
@@ -186,9 +232,17 @@ KNOWN_KEYS = ("size", "sha256", "compression", "raw_size", "duration", "encrypti
 ENTRY_KEYS = ("part", "name", "dest", "path")
 
 
+def signing_key(params):
+    """The private key of signing_key / signing_key_file, or None; ConfigError before anything is touched."""
+    if not (params["signing_key"] or params["signing_key_file"]):
+        return None
+    return load_signing_key(params["signing_key"], params["signing_key_file"])
+
+
 def do_present(module):
     params = module.params
     dest, prefix = params["dest"], params["prefix"]
+    key = signing_key(params)
     started = utc_now()
     name = params["name"] or set_name(prefix, started)
     problem = name_problem("name", name)
@@ -204,6 +258,8 @@ def do_present(module):
     elif os.path.lexists(path):
         raise ConfigError(f"set {path} already exists; choose another name")
     result = dict(changed=True, name=name, path=path, started_at=iso(started))
+    if key is not None:
+        result["signing_key_fingerprint"] = fingerprint(key.public_key())
     if module.check_mode:
         return result
     if not os.path.isdir(dest):
@@ -260,24 +316,52 @@ def check_set(params, path):
     return files
 
 
+def write_signature(path, key, manifest_bytes):
+    """Write ``manifest.sig`` next to the manifest just written; on failure remove that manifest again, so the set
+    stays incomplete (and the run's cleanup removes it), and raise SignatureError."""
+    sig_path = os.path.join(path, SIGNATURE)
+    try:
+        with AtomicSink(sig_path) as sink:
+            sink.write(signature_bytes(key, manifest_bytes))
+            sink.commit()
+    except Exception as exc:
+        try:
+            os.unlink(os.path.join(path, MANIFEST))
+        except OSError:
+            pass
+        raise SignatureError(f"set {path}: {SIGNATURE} cannot be written ({exc}); the manifest was removed again, "
+                             "the set is incomplete") from exc
+    return dict(path=sig_path, algorithm="ed25519", key=fingerprint(key.public_key()))
+
+
 def do_complete(module):
     params = module.params
     dest, name = params["dest"], params["name"]
     path = os.path.join(dest, name)
     manifest_path = os.path.join(path, MANIFEST)
+    key = signing_key(params)
     files = check_set(params, path)
     started = params["started_at"] or iso(datetime.datetime.fromtimestamp(os.stat(path).st_mtime,
                                                                           datetime.timezone.utc))
     manifest = dict(format=1, collection_version=COLLECTION_VERSION, set=name, started_at=started)
     manifest.update(params["metadata"])
     manifest.update(files=files, skipped=params["skipped"])
-    result = dict(changed=True, name=name, path=path, manifest_path=manifest_path, started_at=started, latest=None)
+    # a partial set (some parts the deployment has are missing) is never signed
+    key = None if manifest.get("partial") else key
+    result = dict(changed=True, name=name, path=path, manifest_path=manifest_path, started_at=started, latest=None,
+                  signature=None)
+    if key is not None:
+        result["signature"] = dict(path=os.path.join(path, SIGNATURE), algorithm="ed25519",
+                                   key=fingerprint(key.public_key()))
     if module.check_mode:
         return result
     manifest["completed_at"] = iso(utc_now())
+    manifest_bytes = json.dumps(manifest, indent=2, sort_keys=False, ensure_ascii=False).encode("utf-8") + b"\n"
     with AtomicSink(manifest_path) as sink:
-        sink.write(json.dumps(manifest, indent=2, sort_keys=False, ensure_ascii=False).encode("utf-8") + b"\n")
+        sink.write(manifest_bytes)
         sink.commit()
+    if key is not None:
+        result["signature"] = write_signature(path, key, manifest_bytes)
     if params["update_latest"]:
         sets = complete_sets(dest, params["prefix"])
         if sets and sets[-1] == name:
@@ -328,8 +412,11 @@ def main():
             started_at=dict(type="str"),
             verify_checksums=dict(type="bool", default=True),
             update_latest=dict(type="bool", default=True),
+            signing_key=dict(type="str", no_log=True),
+            signing_key_file=dict(type="path"),
         ),
         required_if=[("state", "complete", ("name",)), ("state", "absent", ("name",))],
+        mutually_exclusive=[("signing_key", "signing_key_file")],
         supports_check_mode=True,
     )
     run_module(module, run)

@@ -22,6 +22,10 @@ description:
     objects that fail it are uploaded again and reported in RV(repaired).
   - With O(mode=verify) nothing is uploaded; the copy in the bucket is checked against the local manifest, and the
     task fails when an object is missing or differs.
+  - A signed set's C(manifest.sig) is copied and verified like every other file, just before C(manifest.json).
+    With O(verify_keys) the local set's signature is checked first (see
+    M(authentik_ops.backup.backup_verify)), and a set that is not validly signed by one of those keys is neither
+    uploaded nor vouched for.
   - Streams in parts of O(part_size) MiB; memory use does not grow with the size of the set.
   - Needs the Python package C(boto3) on the host the module runs on, and only this module needs it.
 author:
@@ -123,6 +127,14 @@ options:
       - Defaults to V(path) with O(endpoint_url), else V(auto).
     type: str
     choices: [auto, path, virtual]
+  verify_keys:
+    description:
+      - Ed25519 public keys (OpenSSH lines or PEM) one of which must have signed the set, as
+        O(authentik_ops.backup.backup_verify#module:verify_keys). Checked before anything is uploaded or compared.
+      - Empty checks no signature.
+    type: list
+    elements: str
+    default: []
   part_size:
     description:
       - Size in MiB of the parts of a multipart upload and of the single request for smaller files. At least V(5)
@@ -222,6 +234,11 @@ problems:
   type: list
   elements: str
   sample: ["postgres.sql.zst: sha256 of the object is 1c2d..., the manifest says 9f86..."]
+authenticated:
+  description: Whether the local set's signature was checked against O(verify_keys) and is valid.
+  returned: always
+  type: bool
+  sample: false
 duration:
   description: Seconds the run took.
   returned: always
@@ -243,9 +260,11 @@ from ansible_collections.authentik_ops.backup.plugins.module_utils._fsutil impor
 from ansible_collections.authentik_ops.backup.plugins.module_utils._sets import (
     LATEST,
     MANIFEST,
+    SIGNATURE,
     bad_file_name,
     resolve_set,
 )
+from ansible_collections.authentik_ops.backup.plugins.module_utils._signing import check_signature, load_verify_keys
 
 try:
     import boto3
@@ -270,7 +289,8 @@ class UploadError(BackupError):
 # --- the set ------------------------------------------------------------------------------------------------------
 
 def set_files(set_path):
-    """[(name, size, sha256)] of the manifest's files, then manifest.json itself (its own sha256 from disk)."""
+    """[(name, size, sha256)] of the manifest's files, then manifest.sig when the set is signed, then manifest.json
+    itself (the sha256 of these two from disk)."""
     manifest_path = os.path.join(set_path, MANIFEST)
     if not os.path.isfile(manifest_path):
         raise UploadError(f"{set_path} has no {MANIFEST}: the set is incomplete and is not copied")
@@ -291,8 +311,24 @@ def set_files(set_path):
         if not os.path.isfile(os.path.join(set_path, name)):
             raise UploadError(f"{name} is listed in {MANIFEST} but missing from {set_path}")
         files.append((name, int(entry["size"]), str(entry["sha256"]).lower()))
+    signature_path = os.path.join(set_path, SIGNATURE)
+    if os.path.isfile(signature_path) and not os.path.islink(signature_path):
+        files.append((SIGNATURE, os.path.getsize(signature_path), sha256_file(signature_path)))
     files.append((MANIFEST, os.path.getsize(manifest_path), sha256_file(manifest_path)))
     return files
+
+
+def check_authentic(set_path, texts):
+    """Whether the local set is validly signed by one of ``texts``; raises UploadError when it is not. False when
+    no key is given (nothing checked)."""
+    keys = load_verify_keys(texts)
+    if not keys:
+        return False
+    with open(os.path.join(set_path, MANIFEST), "rb") as handle:
+        check = check_signature(set_path, handle.read(), keys)
+    if not check.valid:
+        raise UploadError(f"{set_path}: {check.problem}; the set is not copied or vouched for")
+    return True
 
 
 # --- hashing helpers ----------------------------------------------------------------------------------------------
@@ -463,7 +499,7 @@ def run(module, client, set_path, files):
         path = os.path.join(set_path, name)
         record = dict(name=name, key=key, size=size, sha256=sha256, verified=how)
         objects.append(record)
-        if name == MANIFEST and problems:
+        if name in (SIGNATURE, MANIFEST) and problems:
             record.update(action="not uploaded", ok=False)
             continue  # the manifest goes last and only over a verified copy
         problem = verify_object(client, bucket, key, expected, path, part_size, how)
@@ -506,6 +542,10 @@ def upload(module):
     common = dict(changed=False, set=os.path.basename(set_path), set_path=set_path, bucket=params["bucket"])
     files = set_files(set_path)
     try:
+        common["authenticated"] = check_authentic(set_path, params["verify_keys"])
+    except BackupError as exc:
+        raise exc.add_fields(**common)
+    try:
         client = s3_client(module)
         result = run(module, client, set_path, files)
     except UploadError as exc:
@@ -544,6 +584,7 @@ def main():
             ca_bundle=dict(type="path"),
             addressing_style=dict(type="str", choices=["auto", "path", "virtual"]),
             part_size=dict(type="int", default=16),
+            verify_keys=dict(type="list", elements="str", default=[], no_log=False),
         ),
         mutually_exclusive=[("path", "dest")],
         required_one_of=[("path", "dest")],

@@ -28,6 +28,14 @@ description:
     memory while they are checked when O(decrypt_identity) or O(decrypt_identity_file) is given. Without an identity
     their size and SHA-256 are still checked, but not their compression or format; the result says so in a
     warning and in the C(content_checked) key of each entry of RV(files).
+  - With O(verify_keys) the set must be signed (C(manifest.sig), written by M(authentik_ops.backup.backup_set)
+    with a signing key) by one of those Ed25519 keys, over the exact bytes of its manifest; an unsigned set, a
+    signature by another key and a signature that does not match the manifest each fail the check. The manifest's
+    C(set) must then equal the set directory's name (an old set renamed to look newer is refused), and with
+    O(name=latest) the set C(latest) points at must be the newest validly signed complete set of its source
+    deployment in O(dest) (an old set cannot be passed off as the latest one).
+  - Without O(verify_keys) nothing proves who wrote the set; the result says so (RV(authenticated=false)) and the
+    module warns that the set is unauthenticated. Sets made before signing existed verify as before.
   - The set itself is only read.
 author:
   - authentik_ops maintainers (@authentik-ops)
@@ -79,9 +87,19 @@ options:
   image:
     description:
       - PostgreSQL image of the restore test. It must honour C(POSTGRES_USER), C(POSTGRES_PASSWORD) and
-        C(POSTGRES_DB) like the official image.
-      - Defaults to the database image the manifest records in C(source.containers.postgresql.image).
+        C(POSTGRES_DB) like the official image. Required with O(restore_test=true).
+      - Give the image of the deployment's own database (the restore role passes the one it discovers). The image
+        the manifest records is never used; a set is data, and must not choose what runs on the host.
     type: str
+  verify_keys:
+    description:
+      - Ed25519 public keys whose signature the set must carry, as OpenSSH lines (V(ssh-ed25519 AAAA... comment), as in
+        the C(.pub) file of C(ssh-keygen -t ed25519)) or PEM public keys. An entry may hold several OpenSSH lines.
+      - Several keys allow a rotation; a set signed by any one of them passes.
+      - Empty (the default) checks no signature; the result says the set is unauthenticated.
+    type: list
+    elements: str
+    default: []
   restore_timeout:
     description:
       - Seconds the restore test waits for the throw-away server to accept connections.
@@ -114,6 +132,13 @@ EXAMPLES = r"""
     path: /var/backups/authentik/authentik-20261130T020000Z
     restore_test: true
     image: docker.io/library/postgres:16-alpine
+
+- name: Accept only sets signed by the backup's key (two keys during a rotation)
+  authentik_ops.backup.backup_verify:
+    dest: /var/backups/authentik
+    verify_keys:
+      - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIH3c6E2o3W0pG8l3bq3XkO7yq9m5w6G0d8r1Y0c7aB1F backup-2026
+      - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKq1d0n9m2lX4p7rQ2f8s5t1u3v9w0y6z2a4b8c0d1eF backup-2027
 
 - name: Report problems without failing
   authentik_ops.backup.backup_verify:
@@ -176,6 +201,26 @@ manifest:
   returned: when the manifest could be read
   type: dict
   sample: {format: 1, started_at: "2026-11-30T02:00:00Z", completed_at: "2026-11-30T02:00:09Z"}
+authenticated:
+  description:
+    - Whether the set's signature was checked and is valid (only with O(verify_keys)). V(false) without
+      O(verify_keys); nothing then proves who wrote the set.
+  returned: always
+  type: bool
+  sample: true
+signature:
+  description:
+    - The signature check. C(status) is V(valid), V(unsigned), V(invalid), V(unknown_key) (signed by a key not in
+      O(verify_keys)) or V(unchecked) (signed, but no O(verify_keys) given); C(key) is the OpenSSH fingerprint the
+      signature file names; C(problem) says what is wrong unless it is valid.
+  returned: when the manifest could be read
+  type: dict
+  sample: {status: valid, algorithm: ed25519, key: "SHA256:7sGzYf0mQ9c0nqkM4hJm1W0lqf0s1u2bqQ8l0v6Jx2E"}
+source:
+  description: The deployment the manifest says the set came from, in words, or V(null) when it names none.
+  returned: when the manifest could be read
+  type: str
+  sample: Compose project authentik
 restore_test:
   description: Outcome of O(restore_test).
   returned: when O(restore_test=true)
@@ -225,8 +270,17 @@ from ansible_collections.authentik_ops.backup.plugins.module_utils._sets import 
     LATEST,
     MANIFEST,
     REPORT,
+    SIGNATURE,
     bad_file_name,
+    complete_sets,
     resolve_set,
+    set_prefix,
+    source_of,
+)
+from ansible_collections.authentik_ops.backup.plugins.module_utils._signing import (
+    UNSIGNED,
+    check_signature,
+    load_verify_keys,
 )
 from ansible_collections.authentik_ops.backup.plugins.module_utils._tarsafe import TarSafetyError, validate_stream
 from ansible_collections.authentik_ops.backup.plugins.module_utils._transport import ChunkReader, TransportError
@@ -394,14 +448,6 @@ def verify_file(set_path, entry, check_formats, identities=()):
     return record
 
 
-def manifest_image(manifest):
-    containers = (manifest.get("source") or {}).get("containers") or {}
-    database = containers.get("postgresql") if isinstance(containers, dict) else None
-    if isinstance(database, dict):
-        return database.get("image")
-    return None
-
-
 def restore_test(module, set_path, manifest, files):
     """Restore the set's dump into a throw-away container; returns the outcome dict (a problem of the set or of the
     container is the outcome's ``problem``; only a missing image name raises)."""
@@ -411,10 +457,7 @@ def restore_test(module, set_path, manifest, files):
     if not dumps:
         outcome["problem"] = "the set has no PostgreSQL dump to restore"
         return outcome
-    image = params["image"] or manifest_image(manifest)
-    if not image:
-        raise ConfigError("restore_test: the manifest records no database image (source.containers.postgresql"
-                          ".image); set image to a PostgreSQL image present on this Docker host")
+    image = params["image"]
     name = f"authentik-verify-{secrets.token_hex(6)}"
     user = f"akbt_verify_{secrets.token_hex(4)}"
     outcome.update(image=image, container=name, user=user)
@@ -499,21 +542,82 @@ def wait_postgres(transport, pg, deadline):
         time.sleep(0.5)
 
 
+def load_manifest(set_path):
+    """(manifest, its exact bytes) of a set; OSError or ValueError when it cannot be read."""
+    with open(os.path.join(set_path, MANIFEST), "rb") as handle:
+        data = handle.read()
+    manifest = json.loads(data.decode("utf-8"))
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list):
+        raise ValueError("it has no list of files")
+    return manifest, data
+
+
 def read_manifest(set_path, problems):
-    """The set's manifest, or None with the reason added to ``problems``."""
-    manifest_path = os.path.join(set_path, MANIFEST)
-    if not os.path.isfile(manifest_path):
+    """(manifest, its bytes) of the set, or (None, None) with the reason added to ``problems``."""
+    if not os.path.isfile(os.path.join(set_path, MANIFEST)):
         problems.append(f"{MANIFEST} is missing: the set is incomplete and is not a backup")
-        return None
+        return None, None
     try:
-        with open(manifest_path, "rb") as handle:
-            manifest = json.loads(handle.read().decode("utf-8"))
-        if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list):
-            raise ValueError("it has no list of files")
+        return load_manifest(set_path)
     except (OSError, ValueError) as exc:
         problems.append(f"{MANIFEST} cannot be read: {exc}")
-        return None
-    return manifest
+        return None, None
+
+
+def newer_signed_set(dest, set_path, manifest, keys):
+    """The newest complete set of ``dest`` that is newer than ``set_path``, from the same source and validly
+    signed; None when there is none. Raises ValueError when ``set_path`` is not a set of ``dest``."""
+    name = os.path.basename(set_path)
+    prefix = set_prefix(name)
+    if os.path.dirname(set_path) != os.path.realpath(dest) or prefix is None:
+        raise ValueError(f"{LATEST} points at {set_path}, which is not a set of {dest}")
+    names = complete_sets(dest, prefix)
+    newer = names[names.index(name) + 1:] if name in names else []
+    source = source_of(manifest)
+    for other in reversed(newer):
+        other_path = os.path.join(dest, other)
+        try:
+            other_manifest, data = load_manifest(other_path)
+        except (OSError, ValueError):
+            continue
+        if other_manifest.get("set") != other or source_of(other_manifest) != source:
+            continue
+        if check_signature(other_path, data, keys).valid:
+            return other
+    return None
+
+
+def check_authenticity(params, set_path, manifest, data, result):
+    """The signature, the set's name and (for latest) its place among the signed sets; fills ``result``."""
+    keys = load_verify_keys(params["verify_keys"])
+    problems, warnings = result["problems"], result["warnings_found"]
+    check = check_signature(set_path, data, keys)
+    result.update(signature=check.as_dict(), authenticated=check.valid, source=source_of(manifest))
+    name = os.path.basename(set_path)
+    named = manifest.get("set")
+    renamed = None if named == name else (f"{MANIFEST} names the set {named!r}, but its directory is {name!r}: "
+                                          "the set was renamed or copied under another name")
+    if not keys:
+        why = "it is not signed" if check.status == UNSIGNED else f"its signature by {check.key} was not checked"
+        warnings.append(f"the set is unauthenticated: no verify_keys were given and {why}; anyone who can write "
+                        "the backup store could have changed it")
+        if renamed:
+            warnings.append(renamed)
+        return
+    if not check.valid:
+        problems.append(f"signature: {check.problem}")
+        return
+    if renamed:
+        problems.append(renamed)
+    elif params["dest"] and not params["path"] and params["name"] == LATEST:
+        try:
+            newer = newer_signed_set(params["dest"], set_path, manifest, keys)
+        except ValueError as exc:
+            problems.append(str(exc))
+            return
+        if newer:
+            problems.append(f"{LATEST} points at {name}, but {newer} is a newer validly signed set of "
+                            f"{source_of(manifest) or 'the same source'}: {LATEST} was moved back to an older set")
 
 
 def check_manifest_files(params, set_path, manifest, result):
@@ -533,7 +637,7 @@ def check_manifest_files(params, set_path, manifest, result):
     listed = {record["name"] for record in files if record.get("name")}
     for entry in sorted(os.listdir(set_path)):
         # report.json: the run report the backup role writes after the manifest (it describes, not holds, data)
-        if entry not in (MANIFEST, REPORT) and entry not in listed:
+        if entry not in (MANIFEST, SIGNATURE, REPORT) and entry not in listed:
             warnings.append(f"{entry}: in the set directory but not in the manifest")
     result.update(files=files, authentik=manifest.get("authentik") or {}, platform=manifest.get("platform"),
                   manifest={key: manifest.get(key) for key in ("format", "set", "started_at", "completed_at",
@@ -543,12 +647,18 @@ def check_manifest_files(params, set_path, manifest, result):
 
 def verify(module):
     params = module.params
+    load_verify_keys(params["verify_keys"])  # a bad key fails the task, before anything is read
+    if params["restore_test"] and not params["image"]:
+        raise ConfigError("restore_test: give image, the PostgreSQL image of the deployment's own database (the "
+                          "restore role passes the one it discovers); the image a manifest names is never run",
+                          ok=False, problems=[])
     set_path = resolve_set(params["path"], params["dest"], params["name"], ok=False, problems=[])
     result = dict(changed=False, ok=False, set_path=set_path, set=os.path.basename(set_path), problems=[],
-                  warnings_found=[])
+                  warnings_found=[], authenticated=False)
     problems = result["problems"]
-    manifest = read_manifest(set_path, problems)
+    manifest, data = read_manifest(set_path, problems)
     if manifest is not None:
+        check_authenticity(params, set_path, manifest, data, result)
         files = check_manifest_files(params, set_path, manifest, result)
         if params["restore_test"]:
             if module.check_mode:
@@ -581,6 +691,7 @@ def main():
             restore_timeout=dict(type="int", default=180),
             docker_host=dict(type="str", default=DEFAULT_DOCKER_HOST, fallback=(env_fallback, ["DOCKER_HOST"])),
             api_timeout=dict(type="int", default=60),
+            verify_keys=dict(type="list", elements="str", default=[], no_log=False),
             **decrypt_argument_spec(),
         ),
         mutually_exclusive=[("path", "dest")] + DECRYPT_MUTUALLY_EXCLUSIVE,

@@ -333,7 +333,9 @@ def test_verify_passes_a_good_set_with_restore_test(backup_set):
                 if n.startswith("authentik-verify-")]
 
     docker_before = verify_containers()
-    result = run_module("backup_verify", dest=backup_set, restore_test=True)
+    refused = run_module("backup_verify", dest=backup_set, restore_test=True)
+    assert refused.get("failed") and "give image" in refused["msg"], refused
+    result = run_module("backup_verify", dest=backup_set, restore_test=True, image=PG_IMAGE)
     assert result["ok"] and not result.get("failed"), result
     assert [f["format"] for f in result["files"]] == ["pg_dumpall", "rdb", "tar"]
     assert result["authentik"]["version"] == "2026.2.2" and result["platform"] == "docker"
@@ -341,7 +343,7 @@ def test_verify_passes_a_good_set_with_restore_test(backup_set):
     assert test["ok"] and test["removed"] and test["databases"]["authentik"] >= 1, test
     assert test["image"] == PG_IMAGE
     assert test["container"] not in verify_containers() and verify_containers() == docker_before
-    checked = run_module("backup_verify", check_mode=True, dest=backup_set, restore_test=True)
+    checked = run_module("backup_verify", check_mode=True, dest=backup_set, restore_test=True, image=PG_IMAGE)
     assert checked["ok"] and checked["restore_test"]["ok"] is None
 
 

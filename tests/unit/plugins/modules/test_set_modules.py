@@ -296,16 +296,20 @@ def test_verify_without_a_set(monkeypatch, tmp_path):
     assert failed and "there is no complete set" in result["msg"] and result["ok"] is False
 
 
-def test_verify_restore_test_needs_an_image(monkeypatch, tmp_path):
-    verified_set(tmp_path)
+def test_verify_restore_test_needs_an_image_and_never_takes_the_manifests(monkeypatch, tmp_path):
+    path = verified_set(tmp_path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["source"] = {"containers": {"postgresql": {"image": "registry.example/attacker:latest"}}}
+    (path / "manifest.json").write_text(json.dumps(manifest))
 
     class NoScratch:
         def __getattr__(self, name):
             raise AssertionError("no container may be made without an image")
 
-    result, failed = run_main(monkeypatch, backup_verify, dict(dest=str(tmp_path), restore_test=True),
-                              scratch=NoScratch())
-    assert failed and "records no database image" in result["msg"]
+    result, failed = run_main(monkeypatch, backup_verify, dict(dest=str(tmp_path), restore_test=True,
+                                                               fail_on_error=False), scratch=NoScratch())
+    assert failed and "restore_test: give image" in result["msg"]
+    assert "never run" in result["msg"] and "attacker" not in result["msg"]
 
 
 @pytest.mark.parametrize("more, message", [
