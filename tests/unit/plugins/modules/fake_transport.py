@@ -12,12 +12,24 @@ exit code, stderr, a hang, a path that vanishes between two looks. ``FakeTranspo
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
+
+from unittest import mock
 
 import pytest
 
 from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
+
+try:
+    from ansible.module_utils.testing import patch_module_args
+except ImportError:  # ansible-core 2.18 has no testing helper: AnsibleModule reads basic._ANSIBLE_ARGS
+    @contextlib.contextmanager
+    def patch_module_args(args=None):
+        payload = json.dumps({"ANSIBLE_MODULE_ARGS": args or {}}).encode()
+        with mock.patch.object(basic, "_ANSIBLE_ARGS", payload):
+            yield
 
 from ansible_collections.authentik_ops.backup.plugins.module_utils import _transport_factory
 from ansible_collections.authentik_ops.backup.plugins.module_utils._errors import NotSupported, TransportError
