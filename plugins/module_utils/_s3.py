@@ -30,7 +30,7 @@ from ansible_collections.authentik_ops.backup.plugins.module_utils._sets import 
 try:
     import boto3
     from botocore.config import Config
-    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.exceptions import BotoCoreError, ClientError  # pylint: disable=unused-import  # for backup_upload
 except ImportError:
     HAS_BOTO3 = False
     BOTO3_IMPORT_ERROR = traceback.format_exc()

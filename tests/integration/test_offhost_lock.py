@@ -71,8 +71,8 @@ def local_set(tmp_path_factory):
     created, _proc = run_module("backup_set", dest=str(dest))
     assert not created.get("failed"), created
     parts = []
-    for name, files, codec in (("big.tar", [source / "blob.bin"], "none"), ("small.tar.gz", [source / "small.txt"],
-                                                                          "gzip")):
+    archives = (("big.tar", [source / "blob.bin"], "none"), ("small.tar.gz", [source / "small.txt"], "gzip"))
+    for name, files, codec in archives:
         result, _proc = run_module("path_archive", platform="local", paths=[str(f) for f in files],
                                    dest=f"{created['path']}/{name}", compression=codec)
         assert not result.get("failed"), result
@@ -142,7 +142,8 @@ def test_upload_under_compliance_lock_cannot_be_deleted(s3, local_set):
     assert again["lock_applied"] == [] and {o["action"] for o in again["objects"]} == {"present"}
 
     # a check that asks for a longer lock than the objects carry fails, naming the object
-    longer = dict(args, object_lock_days=30)
+    longer = dict(args)
+    longer["object_lock_days"] = 30
     checked, _proc = run_module("backup_upload", path=str(local_set), part_size=5, mode="verify", **longer)
     assert checked.get("failed") and "not under COMPLIANCE retention until" in checked["msg"], checked
 
@@ -220,7 +221,9 @@ def test_prune_keeps_the_newest_and_never_removes_what_is_locked(bucket_sets):
 
     again, _proc = run_module("backup_upload", **args)
     assert not again.get("failed") and not again["changed"] and again["removed"] == [], again
-    kept_by_days, _proc = run_module("backup_upload", **dict(args, keep_last=0, keep_days=36500))
+    by_days = dict(args)
+    by_days.update(keep_last=0, keep_days=36500)
+    kept_by_days, _proc = run_module("backup_upload", **by_days)
     assert kept_by_days["removed"] == [] and not kept_by_days["changed"], kept_by_days
 
 
