@@ -144,7 +144,6 @@ policy:
   sample: {keep_last: 7, keep_days: 30}
 """
 
-import datetime
 import os
 import secrets
 import shutil
@@ -155,6 +154,10 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.authentik_ops.backup.plugins.module_utils._common import run_module
 from ansible_collections.authentik_ops.backup.plugins.module_utils._errors import BackupError, ConfigError
 from ansible_collections.authentik_ops.backup.plugins.module_utils._fsutil import fsync_dir
+from ansible_collections.authentik_ops.backup.plugins.module_utils._retention import (
+    classify_incomplete,
+    plan_retention,
+)
 from ansible_collections.authentik_ops.backup.plugins.module_utils._sets import (
     lock_holder,
     name_problem,
@@ -166,47 +169,7 @@ from ansible_collections.authentik_ops.backup.plugins.module_utils._sets import 
 )
 
 
-# --- pure functions (unit-tested) --------------------------------------------------------------------------------
-
-def plan_retention(complete, prefix, keep_last=0, keep_days=0.0, now=None, protected=()):
-    """Split the complete set names into kept (name -> reasons) and removed (names), both oldest first.
-
-    ``keep_last`` and ``keep_days`` of 0 turn their rule off; with both off everything is kept. The newest set and
-    the ``protected`` ones are always kept. Names that are not sets of ``prefix`` are ignored (neither kept nor
-    removed).
-    """
-    if now is None:
-        now = datetime.datetime.now(datetime.timezone.utc)
-    names = sort_sets(complete, prefix)
-    kept = {}
-    removed = []
-    policy_on = keep_last > 0 or keep_days > 0
-    cutoff = now - datetime.timedelta(days=keep_days) if keep_days > 0 else None
-    for index, name in enumerate(names):
-        from_newest = len(names) - 1 - index
-        reasons = []
-        if from_newest == 0:
-            reasons.append("newest")
-        if name in protected:
-            reasons.append("protected")
-        if not policy_on:
-            reasons.append("no retention policy")
-        if keep_last > 0 and from_newest < keep_last:
-            reasons.append("keep_last")
-        if cutoff is not None and set_time(name, prefix) > cutoff:
-            reasons.append("keep_days")
-        if reasons:
-            kept[name] = reasons
-        else:
-            removed.append(name)
-    return kept, removed
-
-
-def classify_incomplete(incomplete, ages, incomplete_age):
-    """[{name, age, stale}] for the incomplete set names, with their ages in seconds."""
-    return [dict(name=name, age=int(ages[name]), stale=incomplete_age > 0 and ages[name] > incomplete_age)
-            for name in incomplete]
-
+# --- pure functions (unit-tested; the keep rules are in _retention, shared with the copies in a bucket) -----
 
 def latest_after(complete_after):
     """Where latest must point once the removals are done: the newest remaining complete set (or None)."""
