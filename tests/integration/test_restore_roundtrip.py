@@ -9,7 +9,8 @@ with playbooks/backup.yml, damage the deployment (drop the authentik database, d
 files in the mounted directories, flush Redis), check mode (prints the plan, changes nothing), restore with
 ``-e authentik_restore_confirm=true``, and prove the data equals the original: per-table row checksums, file trees,
 Redis keys and values; server and worker run again. Then the refusals on the Docker current stack, each before
-anything is stopped: a corrupted byte, a missing file, a truncated dump, a version mismatch, no confirmation.
+anything is stopped: a corrupted byte, a missing file, a truncated dump, a set from a newer release, no
+confirmation.
 Every run is a real ``ansible-playbook`` subprocess. The Kubernetes API is tests/testbed/k8s/apiserver.py, NOT a
 real cluster.
 """
@@ -228,15 +229,15 @@ def test_refusals_change_nothing(stack_current, play, tmp_path):
         rewrite_entry(truncated, "postgres.sql.zst", zstandard.ZstdCompressor().compress(sql[: len(sql) * 2 // 3]))
         version = variant("version")
         manifest = json.loads((version / "manifest.json").read_text())
-        manifest["authentik"]["version"] = "2025.2.4"
+        manifest["authentik"]["version"] = "2026.5.1"
         (version / "manifest.json").write_text(json.dumps(manifest))
 
         cases = [
             (corrupted, True, ["failed verification", "data.tar.zst", "sha256"]),
             (missing, True, ["failed verification", "templates.tar.zst"]),
             (truncated, True, ["failed verification", "postgres.sql.zst"]),
-            (version, True, ["was made from authentik 2025.2.4", "runs authentik 2026.2.2", "no downgrades",
-                             "authentik_restore_force_version"]),
+            (version, True, ["was made from authentik 2026.5.1", "newer than the authentik 2026.2.2",
+                             "no downgrades", "authentik_restore_force_version"]),
             (good, False, ["Not restoring without authentik_restore_confirm=true", "stops: containers",
                            "restores data.tar.zst into /data of"]),
         ]

@@ -262,7 +262,7 @@ def _write_private(path, text):
     os.chmod(path, 0o600)
 
 
-def _prepare_workdir(project, layout, workdir, pg_user, override_spec):
+def _prepare_workdir(project, layout, workdir, pg_user, override_spec, extra_env=None):
     """The working directory as a user keeps it: authentik's compose file, the override, .env, the sample files.
     Returns (workdir, compose_file, override_file, env_file, env)."""
     wd = Path(workdir).resolve() if workdir else default_workdir(project)
@@ -281,6 +281,7 @@ def _prepare_workdir(project, layout, workdir, pg_user, override_spec):
     env = {"PG_PASS": _random_secret(27), "AUTHENTIK_SECRET_KEY": _random_secret(60)}
     if pg_user:
         env["PG_USER"] = pg_user
+    env.update(extra_env or {})
     env_file = wd / ".env"
     _write_private(env_file, "".join(f"{key}={value}\n" for key, value in env.items()))
     sample_data.write_files(wd, layout)
@@ -322,11 +323,13 @@ def up(
     log=print,
     flavour="debian",
     postgres="15",
+    extra_env=None,
 ):
     """Bring the stack up with the real Compose CLI of ``naming`` on authentik's compose file of ``layout`` and an
     override (removing an earlier stack of the same project first), wait for it, load the sample data.
     ``flavour`` debian runs the akbt.local images (PostgreSQL ``postgres``: 15 or 17); alpine runs the names
-    authentik's file uses, which are the busybox images of the test bed. Returns the Stack."""
+    authentik's file uses, which are the busybox images of the test bed. ``extra_env`` adds settings to ``.env``
+    (server and worker read it, for example ``AUTHENTIK_STORAGE__BACKEND``). Returns the Stack."""
     check_project(project)
     if layout not in paths.COMPOSE_FILES:
         raise ValueError(f"layout must be one of {sorted(paths.COMPOSE_FILES)}")
@@ -339,7 +342,8 @@ def up(
     down(project, log=lambda *a: None)
 
     spec = override(layout, flavour, postgres, redis_password)
-    wd, compose_file, override_file, env_file, env = _prepare_workdir(project, layout, workdir, pg_user, spec)
+    wd, compose_file, override_file, env_file, env = _prepare_workdir(
+        project, layout, workdir, pg_user, spec, extra_env)
     stack = Stack(
         project=project,
         layout=layout,
