@@ -61,8 +61,9 @@ options:
   password:
     description:
       - Password of O(user), when the server requires one and the container's environment does not provide it.
-      - Passed to C(pg_dumpall) as E(PGPASSWORD) in the exec environment (Docker) or on the exec's standard input
-        (Kubernetes), and to the dump helper (O(method)) on its standard input; never on a command line.
+      - Handed to C(pg_dumpall) on the exec's standard input (a shell wrapper reads it into E(PGPASSWORD)), and to
+        the dump helper (O(method)) on its standard input; never on a command line nor in the configuration of a
+        Docker exec (its C(Env)).
     type: str
   host:
     description:
