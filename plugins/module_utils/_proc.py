@@ -8,8 +8,9 @@
 
 A pid alone is reused; a pid with its start time (field 22 of ``/proc/<pid>/stat``, clock ticks since boot) names
 one process for as long as the host runs; with the boot id and the pid namespace it names it among every runner
-that shares a host name (containers) or a destination. Used by backup_lock (is the lock's run alive?) and by the
-dump helper (is the run that created a helper container still there?).
+that shares a host name (containers) or a destination. Used by backup_lock (is the lock's run alive?), by the
+data modules (is the run that started me still there?) and by the dump helper (is the run that created a helper
+container still there?).
 
 The process that lives as long as a run on the host the modules run on (:func:`run_process`) is the topmost
 ``ansible-playbook`` (or ``ansible-runner``) ancestor when the run is local, else the SSH session (``sshd:
@@ -20,6 +21,10 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import threading
+
+from ansible_collections.authentik_ops.backup.plugins.module_utils._errors import RunGone
 
 
 def _read_text(path):
@@ -167,3 +172,53 @@ def owner_of(record):
     if not all(parts):
         return None
     return "/".join(str(part) for part in parts)
+
+
+# --- stopping when the run is gone ----------------------------------------------------------------------------
+
+class OwnerWatch:
+    """While active, checks every ``interval`` seconds whether ``owner`` (an :func:`owner_id`) still runs; once it
+    is known to be gone, SIGTERM is sent to this process.
+
+    SIGTERM raises ``_errors.RunGone`` in the main thread (unless a more specific handler, such as the dump helper's,
+    is installed at the time), so ``with`` blocks unwind: a sink removes its partial file, a helper container is
+    removed. An owner that cannot be judged from here (another boot or pid namespace) never stops anything.
+    """
+
+    def __init__(self, owner, interval=1.0):
+        self.owner = owner or None
+        self.interval = interval
+        self.stopped = threading.Event()
+        self.thread = None
+        self.previous = None
+        self.gone = False
+
+    def __enter__(self):
+        if self.owner is None or threading.current_thread() is not threading.main_thread():
+            return self
+        self.previous = signal.signal(signal.SIGTERM, self._handler)
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+        return self
+
+    def _handler(self, signum, frame):
+        del signum, frame
+        if self.gone:
+            raise RunGone(f"stopped: the run that started this task ({self.owner}) is gone; the partial file was "
+                          "removed")
+        raise RunGone("stopped by SIGTERM; the partial file was removed")
+
+    def _watch(self):
+        while not self.stopped.wait(self.interval):
+            if owner_alive(self.owner) is False:
+                self.gone = True
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    def __exit__(self, *exc):
+        self.stopped.set()
+        if self.thread is not None:
+            self.thread.join(self.interval + 1)
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+        return False

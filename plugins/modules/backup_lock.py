@@ -206,8 +206,9 @@ confirmed:
   sample: true
 owner:
   description:
-    - The confirmed process of the lock as C(<boot id>/<pid namespace>/<pid>/<start time>) (the form the dump
-      helper's owner label uses). V(null) when there is none.
+    - The confirmed process of the lock as C(<boot id>/<pid namespace>/<pid>/<start time>), for the option
+      O(authentik_ops.backup.postgres_dump#module:owner) of the data modules (they stop by themselves once it is
+      gone). V(null) when there is none.
   returned: state=present and the lock is this run's
   type: str
   sample: "0b6c0bc4-.../pid:[4026531836]/4242/1234567"

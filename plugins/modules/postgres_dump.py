@@ -334,7 +334,7 @@ def dump_with_helper(params, transport, info, choice, excludes, sink):
     """Dump through the helper into ``sink``; returns None when it did, else why exec has to (nothing was written)."""
     try:
         outcome = choice.helper.dump(choice.plan, excludes, os.path.dirname(os.path.abspath(params["dest"])),
-                                     sink.write)
+                                     sink.write, run_owner=params["owner"])
     except HelperUnavailable as exc:
         if params["method"] == "helper":
             raise TransportError(f"method=helper failed for {transport.describe()}: {exc}") from exc

@@ -355,3 +355,32 @@ def test_explicit_password_of_an_exec_dump_is_in_no_argv(pg, tmp_path):
     assert not result.get("failed"), result.get("msg")
     assert result["method"] == "exec" and result["user"] == role
     assert secret not in top and secret not in json.dumps(result)
+
+
+def owner_of_pid(pid):
+    """The owner string of a process of this host (boot id / pid namespace / pid / start time)."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    start = text[text.rfind(")") + 2:].split()[19]
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    return f"{boot}/{os.readlink('/proc/self/ns/pid')}/{pid}/{start}"
+
+
+def test_a_dump_whose_run_was_killed_stops_and_cleans_up(pg, tmp_path):
+    """An async dump goes on after the ansible-playbook that started it was SIGKILLed. Given the run's owner (the
+    lock's process), the module notices within seconds that it is gone, stops, removes its partial file and its
+    helper container, and fails saying why; a module whose owner lives is not disturbed (the other tests)."""
+    run = subprocess.Popen(["sleep", "600"])  # pylint: disable=consider-using-with
+    try:
+        with HeldDump(pg, tmp_path / "orphan.sql") as held:
+            proc = held.start_module(compression="none", owner=owner_of_pid(run.pid))
+            held.wait_started()
+            run.kill()
+            run.wait(10)
+            result = result_of(proc, timeout=60)
+            assert helpers_of(held.db_id) == []
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert result.get("failed"), result
+    assert "is gone" in result["msg"] and "partial file was removed" in result["msg"], result["msg"]
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".args-")] == []
