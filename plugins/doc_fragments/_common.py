@@ -104,6 +104,18 @@ options:
     type: list
     elements: str
     default: []
+  owner:
+    description:
+      - The run this file belongs to, as M(authentik_ops.backup.backup_lock) returns it in
+        RV(authentik_ops.backup.backup_lock#module:owner) (boot id, pid namespace, pid and start time of the
+        playbook, or of the SSH session, that lives as long as the run on this host).
+      - While the module works it checks every second whether that process still runs; once it is gone (the
+        playbook was killed, the SSH connection of the run closed) the module stops by itself, removes its partial
+        file (and the dump helper) and fails. Asynchronous tasks go on after the playbook that started them died;
+        this ends them.
+      - An owner that cannot be judged from here (another boot or pid namespace) never stops the module; omitted,
+        the module runs to its end.
+    type: str
 """
 
     # Options of modules that read files of a backup set that may be age-encrypted.

@@ -14,6 +14,7 @@ import traceback
 
 from ansible.module_utils.basic import env_fallback
 
+from ansible_collections.authentik_ops.backup.plugins.module_utils import _proc
 from ansible_collections.authentik_ops.backup.plugins.module_utils._errors import BackupError, ConfigError
 
 COLLECTION_VERSION = "0.1.0"
@@ -30,9 +31,13 @@ def run_module(module, body):
 
     A BackupError raised anywhere below fails the module exactly once, with the error's fields in the result and
     the traceback in ``exception``. Nothing else calls ``fail_json`` or ``exit_json``.
+
+    A module with an ``owner`` option (the data modules) stops once that run is gone (``_proc.OwnerWatch``): its
+    ``with`` blocks unwind (partial file, helper container) and it fails with ``_errors.RunGone``.
     """
     try:
-        result = body(module)
+        with _proc.OwnerWatch(module.params.get("owner")):
+            result = body(module)
     except BackupError as exc:
         fields = dict(exc.fields)
         fields.setdefault("exception", traceback.format_exc())
@@ -74,6 +79,7 @@ def output_argument_spec(default_compression="zstd"):
         compression_threads=dict(type="int", default=0),
         force=dict(type="bool", default=False),
         encrypt_recipients=dict(type="list", elements="str", default=[]),
+        owner=dict(type="str"),
     )
 
 

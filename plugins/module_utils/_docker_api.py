@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import itertools
 import json
 import socket
 import threading
@@ -32,6 +33,7 @@ from ansible_collections.authentik_ops.backup.plugins.module_utils._transport im
     WorkloadState,
     Workloads,
     run_concurrently,
+    secret_stdin,
 )
 
 READ_SIZE = 1 << 20
@@ -469,8 +471,13 @@ class DockerTransport(Transport):
         return [m.get("Destination") for m in (self.inspect().get("Mounts") or []) if m.get("Destination")]
 
     def exec_stream(self, argv, on_stdout, secret_env=None, stdin=None):
+        """Run ``argv`` in the container. Secrets go on stdin ahead of ``stdin`` (``_transport.secret_stdin``),
+        never in the exec's Env: the daemon keeps that in the exec's configuration and logs it in debug mode."""
         self.inspect()
-        return self.client.exec_run(self.container, argv, on_stdout, env=secret_env, stdin=stdin)
+        argv, prefix = secret_stdin(secret_env, argv, self.describe())
+        if prefix:
+            stdin = itertools.chain([prefix], stdin or ())
+        return self.client.exec_run(self.container, argv, on_stdout, stdin=stdin)
 
     def read_archive(self, path, on_data):
         self.inspect()

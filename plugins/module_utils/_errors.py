@@ -64,3 +64,7 @@ class RedisAnswerError(BackupError):
 
 class LockError(BackupError):
     """The destination's lock cannot be taken or released."""
+
+
+class RunGone(BackupError):
+    """The run that started this task is gone (its playbook or SSH session ended): the task stops, cleaning up."""

@@ -42,7 +42,7 @@ from ansible_collections.authentik_ops.backup.plugins.module_utils._transport im
     Workloads,
     count_bytes,
     run_concurrently,
-    secret_env_wrapper,
+    secret_stdin,
 )
 
 try:
@@ -337,14 +337,7 @@ class K8sTransport(Transport):
         close stdin, so a command fed with input must stop reading on its own (for example ``head -c <size>``).
         """
         self.inspect()
-        prefix = b""
-        if secret_env:
-            for name, value in secret_env.items():
-                if "\n" in value or "\r" in value or "\0" in value:
-                    raise TransportError(f"{name}: a secret with a line break or NUL cannot be passed to "
-                                         f"{self.describe()}")
-            argv = secret_env_wrapper(list(secret_env), argv)
-            prefix = b"".join(value.encode("utf-8") + b"\n" for value in secret_env.values())
+        argv, prefix = secret_stdin(secret_env, argv, self.describe())
         resp = self._open(argv, stdin=bool(prefix) or stdin is not None)
         reading = _ExecReading(on_stdout)
         feeder = None

@@ -148,7 +148,7 @@ def probe(transport, params, secret_env):
     return HelperPlan(user, host, int(port), password)
 
 
-def container_body(db_info, plan, extra_args, mount_source, uid, gid, daemon=None, owner=""):
+def container_body(db_info, plan, extra_args, mount_source, uid, gid, daemon=None, owner="", run_owner=""):
     """The Engine API create body of the helper. Holds no secret (tested).
 
     ``daemon`` is what :func:`daemon_traits` found: on a rootless daemon the helper runs as uid 0 of its user
@@ -196,7 +196,8 @@ def container_body(db_info, plan, extra_args, mount_source, uid, gid, daemon=Non
         "StdinOnce": True,
         "Tty": False,
         "Healthcheck": {"Test": ["NONE"]},
-        "Labels": {HELPER_LABEL: HELPER_KIND, HELPER_FOR_LABEL: db_info["Id"], HELPER_OWNER_LABEL: owner},
+        "Labels": {HELPER_LABEL: HELPER_KIND, HELPER_FOR_LABEL: db_info["Id"], HELPER_OWNER_LABEL: owner,
+                   HELPER_RUN_LABEL: run_owner or ""},
         "HostConfig": host_config,
     }
 
@@ -214,6 +215,8 @@ def daemon_traits(client):
 
 STALE_CREATED = 600  # seconds after which a helper that was created but never started counts as left behind
 HELPER_OWNER_LABEL = "io.authentik-ops.backup.helper-owner"
+# The run the dump belongs to (the module's ``owner`` option: the playbook or SSH session of the run), when known.
+HELPER_RUN_LABEL = "io.authentik-ops.backup.helper-run"
 
 
 def owner_id(pid=None):
@@ -229,15 +232,17 @@ def owner_alive(owner):
 def remove_stale(client, db_id, now=None):
     """Remove helpers left behind by runs that are gone, and their FIFO directories.
 
-    A helper whose owner process (same host boot and pid namespace) has ended is removed in any state, whichever
-    database it was for. A helper of this database whose owner cannot be judged from here is removed once it has
-    exited, or STALE_CREATED seconds after it was created without being started. Returns the removed names.
+    A helper whose owner process or whose run (same host boot and pid namespace) has ended is removed in any state,
+    whichever database it was for. A helper of this database whose owner cannot be judged from here is removed once
+    it has exited, or STALE_CREATED seconds after it was created without being started. Returns the removed names.
     """
     removed = []
     now = time.time() if now is None else now
     for entry in client.list_containers({"label": [f"{HELPER_LABEL}={HELPER_KIND}"]}):
         labels = entry.get("Labels") or {}
         alive = owner_alive(labels.get(HELPER_OWNER_LABEL))
+        if alive is not False and owner_alive(labels.get(HELPER_RUN_LABEL)) is False:
+            alive = False  # the module may still run, but the run it belongs to is gone
         state = entry.get("State")
         if alive is True:
             continue
@@ -277,10 +282,12 @@ class _SignalGuard:
         return self
 
     def _handler(self, signum, frame):
-        del frame
         if self.held:
             self.pending = signum
             return
+        previous = self.previous.get(signum)
+        if callable(previous):  # e.g. _proc.OwnerWatch's: raises RunGone, which says why
+            previous(signum, frame)
         raise SystemExit(128 + signum)
 
     def hold(self):
@@ -311,12 +318,12 @@ class DumpHelper:
         """A HelperPlan when the server accepts the dump's role over loopback TCP, else HelperUnavailable."""
         return probe(self.transport, params, secret_env)
 
-    def dump(self, plan, extra_args, workdir, on_data):
+    def dump(self, plan, extra_args, workdir, on_data, run_owner=None):
         """Run the helper (see :func:`run`); returns a HelperOutcome."""
-        return run(self.transport.client, self.transport.inspect(), plan, extra_args, workdir, on_data)
+        return run(self.transport.client, self.transport.inspect(), plan, extra_args, workdir, on_data, run_owner)
 
 
-def run(client, db_info, plan, extra_args, workdir, on_data):
+def run(client, db_info, plan, extra_args, workdir, on_data, run_owner=None):
     """Run the helper and feed its dump to ``on_data``; returns a HelperOutcome.
 
     Raises HelperUnavailable when the helper could not be set up, started, or ended or failed before its first
@@ -326,7 +333,7 @@ def run(client, db_info, plan, extra_args, workdir, on_data):
         remove_stale(client, db_info["Id"])
     except TransportError:
         pass  # a leftover is only clutter; never a reason to fail or to skip the dump
-    helper = _HelperRun(client, db_info, workdir, on_data)
+    helper = _HelperRun(client, db_info, workdir, on_data, run_owner)
     with _SignalGuard() as guard:
         try:
             helper.make_fifo()
@@ -352,8 +359,9 @@ class _HelperRun:
     """The parts of one helper run (private directory and FIFO, container, attach stream, wait) and their
     removal."""
 
-    def __init__(self, client, db_info, workdir, on_data):
+    def __init__(self, client, db_info, workdir, on_data, run_owner=None):
         self.client = client
+        self.run_owner = run_owner
         self.db_info = db_info
         self.workdir = workdir
         self.on_data = on_data
@@ -385,7 +393,7 @@ class _HelperRun:
 
     def launch(self, plan, extra_args):
         body = container_body(self.db_info, plan, extra_args, self.private, os.geteuid(), os.getegid(),
-                              daemon=daemon_traits(self.client), owner=owner_id())
+                              daemon=daemon_traits(self.client), owner=owner_id(), run_owner=self.run_owner)
         try:
             self.container_id = self.client.create_container(self.name, body)
             self.waiter = _Waiter(self.client, self.container_id)

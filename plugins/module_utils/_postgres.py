@@ -7,7 +7,7 @@
 """Shell preamble and probe shared by postgres_dump, postgres_restore and backup_verify.
 
 The credentials are read by the container's own shell from its environment, so no secret crosses the API as an
-argument; an explicit password travels as PGPASSWORD in the exec environment (Docker) or on stdin (Kubernetes).
+argument; an explicit password travels on the exec's stdin into PGPASSWORD (``_transport.secret_stdin``).
 """
 
 from __future__ import annotations

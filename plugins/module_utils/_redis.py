@@ -6,7 +6,7 @@
 
 """redis-cli in the target, shared by redis_dump and redis_restore.
 
-The password reaches redis-cli only as REDISCLI_AUTH (from the exec environment, the exec's stdin on Kubernetes,
+The password reaches redis-cli only as REDISCLI_AUTH (from the exec's stdin, see ``_transport.secret_stdin``,
 or the container's REDIS_PASSWORD / REDIS_PASSWORD_FILE), never as ``-a``.
 """
 

@@ -15,6 +15,7 @@ read these names from here.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import re
 import secrets
@@ -178,6 +179,18 @@ def source_of(manifest):
 
 
 # --- the lock's holder --------------------------------------------------------------------------------------------
+
+def read_lock(dest):
+    """The record of ``<dest>/.lock`` as a dict ({} while it cannot be read yet), or None when unlocked."""
+    try:
+        with open(os.path.join(dest, LOCK), "rb") as handle:
+            data = json.loads(handle.read().decode("utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
 
 def lock_holder(dest):
     """run_id of the run holding ``<dest>/.lock``, ``""`` when the lock cannot be read yet, None when unlocked."""

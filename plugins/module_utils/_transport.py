@@ -86,11 +86,27 @@ class CappedBuffer:
         return b"".join(self.parts)
 
 
-# Shell snippet that reads secrets, one per line, from stdin into exported variables. Used where a transport
-# cannot set the environment of an exec (Kubernetes): the secret travels in the stream, never as an argument.
+# Shell snippet that reads secrets, one per line, from stdin into exported variables. Every transport hands secrets
+# over this way: a pod exec cannot set the environment, and a Docker exec's Env is kept in the daemon's exec config
+# (and its debug log); on stdin the secret travels in the stream, never as an argument or in an exec's config.
 def secret_env_wrapper(names, argv):
     reads = "; ".join(f'IFS= read -r {name}; export {name}' for name in names)
     return ["sh", "-c", f'{reads}; exec "$@"', "sh"] + list(argv)
+
+
+def secret_stdin(secret_env, argv, where):
+    """``(argv, prefix)``: ``argv`` wrapped to read the secrets of ``secret_env`` from stdin, and the bytes to send
+    first on stdin (one line per secret). Without secrets, ``argv`` unchanged and ``b""``.
+
+    Raises TransportError for a secret that cannot be one line (a line break or NUL), naming ``where``.
+    """
+    if not secret_env:
+        return list(argv), b""
+    for name, value in secret_env.items():
+        if "\n" in value or "\r" in value or "\0" in value:
+            raise TransportError(f"{name}: a secret with a line break or NUL cannot be passed to {where}")
+    return (secret_env_wrapper(list(secret_env), argv),
+            b"".join(value.encode("utf-8") + b"\n" for value in secret_env.values()))
 
 
 # --- input of known length ----------------------------------------------------------------------------------------
@@ -253,7 +269,8 @@ class Transport(abc.ABC):
     def exec_stream(self, argv, on_stdout, secret_env=None, stdin=None):
         """Run ``argv`` in the target; stdout goes to ``on_stdout(bytes)`` as it arrives.
 
-        ``secret_env`` (a dict) reaches the command's environment, never its argv; ``stdin`` is an optional
+        ``secret_env`` (a dict) reaches the command's environment on its stdin (:func:`secret_stdin`), never its
+        argv nor the exec's configuration; ``stdin`` is an optional
         iterable of bytes sent to the command. Returns an ExecResult: the run is complete only if the transport saw
         the command's end and its exit status.
         """

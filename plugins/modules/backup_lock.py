@@ -17,14 +17,25 @@ description:
     fails when C(.lock) exists (atomic like C(O_EXCL), and the lock is never seen half-written; on file systems
     without hard links C(O_CREAT|O_EXCL) is used). When another run holds the lock, the module polls until
     O(timeout) seconds have passed and then fails with a message naming the holder.
-  - A lock left by a dead run is recognised and taken over. It is dead when it was taken on this host and its
-    process (with the same start time, so a reused pid does not count) no longer runs, or when it is older than
-    O(stale_age) seconds. The takeover atomically replaces C(.lock) (rename over it) while holding the short-lived
-    guard C(<dest>/.lock.takeover), so C(.lock) never disappears and two runs cannot both take it over.
-  - The recorded process is the one that lives as long as the whole run on the host where the module runs, by
-    default the topmost C(ansible-playbook) (or C(ansible-runner)) process among the module's ancestors, found with
-    C(/proc). With a remote connection (SSH) there is no such process on the host; the lock then records no pid and
-    only O(stale_age) recognises a dead run.
+  - A lock left by a dead run is recognised and taken over. It is dead when its recorded process (with the same
+    start time, so a reused pid does not count) no longer runs on this host, in this boot and in this pid namespace
+    (two runners in containers that share a host name, or in different pid namespaces of one host, never judge
+    each other's process, and only O(stale_age) ends such a lock); when this host has restarted since the lock was
+    taken; or when it is older than O(stale_age) seconds. The takeover atomically replaces C(.lock) (rename over
+    it) while holding the short-lived guard C(<dest>/.lock.takeover), so C(.lock) never disappears and two runs
+    cannot both take it over.
+  - The recorded process is the one that lives as long as the whole run on the host where the module runs, found
+    among the module's ancestors with C(/proc) (RV(via)). A local run (cron, systemd, C(ansible_connection=local))
+    records its topmost C(ansible-playbook) (or C(ansible-runner)) process. A run over SSH records the SSH session
+    of its connection (the C(sshd) process titled C(user@notty)); that session lives as long as the run only when
+    the connection is shared by the run's tasks (ControlMaster/ControlPersist, Ansible's default for SSH), so it is
+    used only once a second call with the same O(run_id) found the same session (RV(confirmed)); call the module
+    again right after taking the lock (the backup role does). Without a shared connection, and for other
+    connections, the lock records no process and only O(stale_age) recognises a dead run.
+  - Re-entrant by O(run_id). A run, or a run inside it (a backup inside a restore), that calls the module with the
+    O(run_id) of the holder shares the lock (no change, RV(acquired=false)); only the call that took it releases
+    it. O(protect) names sets that retention (M(authentik_ops.backup.backup_prune)) never removes while this lock
+    is held, for example the set a restore reads; a call with the holder's O(run_id) adds them.
   - O(state=absent) releases the lock, but only when it is held by O(run_id); a lock held by another run is left
     alone and reported.
 author:
@@ -78,9 +89,16 @@ options:
     default: 86400
   pid:
     description:
-      - Process the lock follows on this host. Defaults to the topmost C(ansible-playbook) or C(ansible-runner)
-        ancestor of the module (see the description); V(0) records no process.
+      - Process the lock follows on this host. Defaults to the process that lives as long as the run (see the
+        description); V(0) records no process.
     type: int
+  protect:
+    description:
+      - Names of sets in O(dest) that retention must not remove while this lock is held (recorded in the lock).
+        With the O(run_id) of the holder, they are added to the lock's list.
+    type: list
+    elements: str
+    default: []
   purpose:
     description:
       - Free text recorded in the lock and shown to a run that has to wait, for example the set being written.
@@ -167,10 +185,33 @@ created_dest:
   type: bool
   sample: false
 record:
-  description: The record this task wrote to the lock file.
-  returned: state=present and the lock was taken
+  description: The record of the lock after this task (this run's, or the holder's when shared by O(run_id)).
+  returned: state=present and the lock is this run's
   type: dict
-  sample: {pid: 4242, pid_start: 1234567, host: backup01, started_at: "2026-11-30T02:00:00Z", run_id: 0c1d2e3f4a5b6c7d}
+  sample: {pid: 4242, pid_start: 1234567, boot_id: 0b6c..., pid_ns: "pid:[4026531836]", via: ansible-playbook,
+           confirmed: true, host: backup01, started_at: "2026-11-30T02:00:00Z", run_id: 0c1d2e3f4a5b6c7d, protect: []}
+via:
+  description:
+    - What the recorded process is, V(ansible-playbook) (a local run), V(ssh) (the SSH session of the run's
+      connection), V(pid) (given in O(pid)), or V(null) (none, so only O(stale_age) recognises a dead run).
+  returned: state=present and the lock is this run's
+  type: str
+  sample: ansible-playbook
+confirmed:
+  description:
+    - Whether the recorded process decides the lock's liveness. An SSH session is confirmed by a second call with
+      the same O(run_id) from the same session (the connection is shared by the run's tasks).
+  returned: state=present and the lock is this run's
+  type: bool
+  sample: true
+owner:
+  description:
+    - The confirmed process of the lock as C(<boot id>/<pid namespace>/<pid>/<start time>), for the option
+      O(authentik_ops.backup.postgres_dump#module:owner) of the data modules (they stop by themselves once it is
+      gone). V(null) when there is none.
+  returned: state=present and the lock is this run's
+  type: str
+  sample: "0b6c0bc4-.../pid:[4026531836]/4242/1234567"
 """
 
 import errno
@@ -191,27 +232,6 @@ from ansible_collections.authentik_ops.backup.plugins.module_utils._sets import 
 GUARD = LOCK + ".takeover"
 # The guarded section (read, compare, replace) takes milliseconds; a guard older than this was left by a crash.
 GUARD_STALE_AGE = 60
-RUN_COMMANDS = ("ansible-playbook", "ansible-runner")
-
-
-# --- processes ---------------------------------------------------------------------------------------------------
-
-def run_process(start=None):
-    """The topmost ansible-playbook/ansible-runner ancestor of ``start`` (default: this process), or 0.
-
-    Ansible forks a worker per task from the ansible-playbook process; the worker has the same command line, so the
-    topmost one is the process that lives for the whole run.
-    """
-    pid = _proc.parent(start or os.getpid())
-    found = 0
-    seen = set()
-    while pid > 1 and pid not in seen:
-        seen.add(pid)
-        words = [os.path.basename(word) for word in _proc.cmdline(pid).split()[:3]]
-        if any(word in RUN_COMMANDS for word in words):
-            found = pid
-        pid = _proc.parent(pid)
-    return found
 
 
 # --- the lock record -----------------------------------------------------------------------------------------------
@@ -245,21 +265,50 @@ def stale_reason(record, hostname, now, stale_age):
     age = now - (started.timestamp() if started else record.get("_mtime", now))
     if stale_age and age > stale_age:
         return f"it is {int(age)} s old, more than stale_age={stale_age} s"
-    pid = record.get("pid")
-    if record.get("host") == hostname and isinstance(pid, int) and pid > 0:
-        if not _proc.alive(pid, record.get("pid_start")):
-            return f"process {pid} on {hostname} is gone"
     if not record.get("run_id") and now - record.get("_mtime", now) > GUARD_STALE_AGE:
         return "it is unreadable and was not written in the last minute"
+    return process_gone(record, hostname, started)
+
+
+def process_gone(record, hostname, started):
+    """Why the recorded process of the lock is known to be gone, or None (it runs, or cannot be judged here)."""
+    pid = record.get("pid")
+    if record.get("host") != hostname or not isinstance(pid, int) or pid <= 0 or record.get("confirmed") is False:
+        return None
+    if not record.get("boot_id") or not record.get("pid_ns"):
+        return None  # a record without boot and pid namespace cannot be judged: another container may own it
+    if record["boot_id"] != _proc.boot_id():
+        booted = _proc.boot_time()
+        if started and booted and started.timestamp() < booted:
+            return f"{hostname} has restarted since the lock was taken"
+        return None
+    if record["pid_ns"] != _proc.pid_namespace():
+        return None
+    if not _proc.alive(pid, record.get("pid_start")):
+        what = "the SSH session of the run" if record.get("via") == "ssh" else "process"
+        return f"{what} {pid} on {hostname} is gone"
     return None
+
+
+def owner(record):
+    """The owner string of a lock record whose process decides its liveness, else None."""
+    if not record or not record.get("pid") or not record.get("confirmed"):
+        return None
+    return _proc.owner_of(record)
 
 
 def describe(record):
     if not record or not record.get("run_id"):
         return "a run that is still writing the lock file"
-    pid = f"pid {record['pid']}" if record.get("pid") else "no local process recorded"
-    return (f"run {record.get('run_id')} ({pid} on host {record.get('host')}, started {record.get('started_at')}, "
-            f"{record.get('purpose') or 'backup'})")
+    if not record.get("pid"):
+        pid = "no local process recorded"
+    elif record.get("via") == "ssh":
+        pid = f"SSH session pid {record['pid']}" + ("" if record.get("confirmed") else " (not shared: not followed)")
+    else:
+        pid = f"pid {record['pid']}"
+    namespace = f", pid namespace {record['pid_ns']}" if record.get("pid_ns") else ""
+    return (f"run {record.get('run_id')} ({pid} on host {record.get('host')}{namespace}, started "
+            f"{record.get('started_at')}, {record.get('purpose') or 'backup'})")
 
 
 def write_new(path, data):
@@ -329,10 +378,46 @@ class Locker:
 
     def new_record(self):
         params = self.params
-        pid = params["pid"] if params["pid"] is not None else run_process()
-        return dict(run_id=params["run_id"] or secrets.token_hex(8), pid=pid or None,
-                    pid_start=_proc.start_time(pid) if pid else None, host=self.hostname,
-                    started_at=iso(utc_now()), purpose=params["purpose"])
+        if params["pid"] is not None:
+            pid, via = params["pid"], "pid" if params["pid"] else None
+        else:
+            pid, via = _proc.run_process()
+        record = dict(run_id=params["run_id"] or secrets.token_hex(8), pid=pid or None, pid_start=None,
+                      boot_id=None, pid_ns=None, via=via if pid else None, confirmed=bool(pid) and via != "ssh",
+                      host=self.hostname, started_at=iso(utc_now()), purpose=params["purpose"],
+                      protect=sorted(set(params["protect"])))
+        if pid:
+            record.update(_proc.identity(pid))
+        return record
+
+    def shared(self, holder):
+        """The result for a holder with our run_id: confirm its SSH session, add protected sets (rewriting the
+        record under the guard when anything changes)."""
+        record = public(holder)
+        changes = {}
+        wanted = sorted(set(record.get("protect") or []) | set(self.params["protect"]))
+        if wanted != sorted(record.get("protect") or []):
+            changes["protect"] = wanted
+        if record.get("via") == "ssh" and not record.get("confirmed") and self.params["pid"] is None:
+            pid, via = _proc.run_process()
+            if via == "ssh" and _proc.owner_of(_proc.identity(pid)) == _proc.owner_of(record):
+                changes["confirmed"] = True
+        if changes and not self.module.check_mode:
+            record = self.rewrite(holder, changes) or record
+        return record
+
+    def rewrite(self, holder, changes):
+        """Replace the lock (still ``holder``'s) with ``changes`` applied; the new record, or None if it changed."""
+        with Guard(self.dest, time.time() + 30):
+            current = read_record(self.path)
+            if current is None or current.get("run_id") != holder.get("run_id"):
+                return None
+            record = dict(public(current), **changes)
+            tmp = os.path.join(self.dest, f".lock.{record['run_id']}.{secrets.token_hex(4)}.tmp")
+            write_new(tmp, json.dumps(record, sort_keys=True).encode("utf-8") + b"\n")
+            os.replace(tmp, self.path)
+            fsync_dir(self.dest)
+            return record
 
     def check(self):
         record = read_record(self.path) if os.path.isdir(self.dest) else None
@@ -364,11 +449,17 @@ class Locker:
         result = dict(path=self.path, waited=round(time.time() - begin, 1), took_over=None,
                       created_dest=created_dest or outcome.get("created_dest", False))
         if outcome.get("own"):
+            record = self.shared(outcome["holder"])
             return dict(result, changed=False, run_id=self.params["run_id"], acquired=False,
-                        holder=public(outcome["holder"]))
+                        holder=public(outcome["holder"]), **self.described(record))
         fsync_dir(self.dest)
         return dict(result, changed=True, run_id=record["run_id"], acquired=True, took_over=outcome["took_over"],
-                    holder=public(outcome["holder"]), record=record)
+                    holder=public(outcome["holder"]), **self.described(record))
+
+    @staticmethod
+    def described(record):
+        return dict(record=record, via=record.get("via"), confirmed=bool(record.get("confirmed")),
+                    owner=owner(record))
 
     def wait_for_lock(self, tmp, data, begin):
         """Poll until the lock is ours (made, taken over from a dead run, or already held by our run_id)."""
@@ -489,6 +580,7 @@ def main():
             poll_interval=dict(type="float", default=2.0),
             stale_age=dict(type="int", default=86400),
             pid=dict(type="int"),
+            protect=dict(type="list", elements="str", default=[]),
             purpose=dict(type="str", default="backup"),
             remove_empty_dest=dict(type="bool", default=False),
         ),

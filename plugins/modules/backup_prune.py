@@ -15,7 +15,8 @@ description:
     considered, anything else in O(dest) is never touched.
   - O(keep_last) keeps the newest N complete sets, O(keep_days) keeps the complete sets that started less than D days
     ago. A set is kept when either rule keeps it. V(0) turns a rule off; with both off nothing is removed.
-  - The newest complete set is always kept, whatever the rules say.
+  - The newest complete set is always kept, whatever the rules say, and so is every set named in O(protect) or in
+    the C(protect) list of the destination's lock (the set a restore reads; see M(authentik_ops.backup.backup_lock)).
   - Incomplete sets (no manifest) are never counted and never removed by the policy, as another run may still be
     writing one. Those older than O(incomplete_age) are reported as stale; they are removed only with
     O(remove_stale_incomplete=true) and only while no other run holds the destination's lock (C(<dest>/.lock)).
@@ -159,10 +160,10 @@ from ansible_collections.authentik_ops.backup.plugins.module_utils._retention im
     plan_retention,
 )
 from ansible_collections.authentik_ops.backup.plugins.module_utils._sets import (
-    lock_holder,
     name_problem,
     point_latest,
     read_latest,
+    read_lock,
     scan,
     set_time,
     sort_sets,
@@ -210,6 +211,12 @@ def check_options(params):
         raise ConfigError(f"planned_set {params['planned_set']!r} is not a set name of prefix {prefix!r}")
 
 
+def protected_by_lock(lock):
+    """The set names the destination's lock (a dict, or None) protects from retention."""
+    names = (lock or {}).get("protect") or []
+    return [name for name in names if isinstance(name, str)] if isinstance(names, list) else []
+
+
 def survey(module):
     """What is in dest and what the policy makes of it; changes nothing."""
     params = module.params
@@ -218,12 +225,13 @@ def survey(module):
     if params["planned_set"] and module.check_mode and params["planned_set"] not in complete:
         complete = sort_sets(complete + [params["planned_set"]], prefix)
         incomplete = [n for n in incomplete if n != params["planned_set"]]
+    lock = read_lock(dest)
     kept, removed = plan_retention(complete, prefix, params["keep_last"], params["keep_days"],
-                                   protected=params["protect"])
+                                   protected=list(params["protect"]) + protected_by_lock(lock))
     now = time.time()
     ages = {name: dir_age(os.path.join(dest, name), now) for name in incomplete}
     incomplete_info = classify_incomplete(incomplete, ages, params["incomplete_age"])
-    holder = lock_holder(dest)
+    holder = None if lock is None else str(lock.get("run_id") or "")
     foreign_lock = holder is not None and holder != params["run_id"]
     current_latest = read_latest(dest)
     remaining = [n for n in complete if n not in removed]

@@ -61,8 +61,9 @@ options:
   password:
     description:
       - Password of O(user), when the server requires one and the container's environment does not provide it.
-      - Passed to C(pg_dumpall) as E(PGPASSWORD) in the exec environment (Docker) or on the exec's standard input
-        (Kubernetes), and to the dump helper (O(method)) on its standard input; never on a command line.
+      - Handed to C(pg_dumpall) on the exec's standard input (a shell wrapper reads it into E(PGPASSWORD)), and to
+        the dump helper (O(method)) on its standard input; never on a command line nor in the configuration of a
+        Docker exec (its C(Env)).
     type: str
   host:
     description:
@@ -333,7 +334,7 @@ def dump_with_helper(params, transport, info, choice, excludes, sink):
     """Dump through the helper into ``sink``; returns None when it did, else why exec has to (nothing was written)."""
     try:
         outcome = choice.helper.dump(choice.plan, excludes, os.path.dirname(os.path.abspath(params["dest"])),
-                                     sink.write)
+                                     sink.write, run_owner=params["owner"])
     except HelperUnavailable as exc:
         if params["method"] == "helper":
             raise TransportError(f"method=helper failed for {transport.describe()}: {exc}") from exc

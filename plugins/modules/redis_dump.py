@@ -46,7 +46,8 @@ options:
     default: none
   password:
     description:
-      - Password of the Redis server (C(requirepass)), passed as E(REDISCLI_AUTH).
+      - Password of the Redis server (C(requirepass)), passed as E(REDISCLI_AUTH), handed over on the exec's
+        standard input (never on a command line nor in a Docker exec's C(Env)).
     type: str
   save_mode:
     description:

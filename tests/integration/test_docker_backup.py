@@ -45,10 +45,10 @@ def inventory(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def run_backup(inventory):
-    def run(dest, project=None, *extra, check=False, timeout=300):
+    def run(dest, project=None, *extra, check=False, verbose=False, timeout=300):
         project_vars = [f"authentik_backup_compose_project={project}"] if project else []
         return ansible_run.run_playbook(inventory, PLAYBOOK, f"authentik_backup_dest={dest}", *project_vars, *extra,
-                                        check=check, timeout=timeout)
+                                        check=check, verbose=verbose, timeout=timeout)
 
     return run
 
@@ -280,6 +280,22 @@ def test_pg_dumpall_failure_removes_the_set(stack_current, current_dest, run_bac
     assert sets_of(current_dest) == before
     assert latest_of(current_dest) == latest
     assert not list(Path(current_dest).glob("*/.*partial*"))
+
+
+def test_explicit_password_is_in_no_output_of_a_verbose_run(stack_current, current_dest, run_backup):
+    """A real backup at -vvv with an explicit database password and secure logging (the default): the password
+    shows nowhere in what ansible-playbook prints, and the dump used it (a TCP login that needs it)."""
+    role, password = "akbt_vvv_su", "akbt-vvv-" + os.urandom(12).hex()
+    stacks.psql(stack_current, f"DROP ROLE IF EXISTS {role}; CREATE ROLE {role} SUPERUSER LOGIN PASSWORD '{password}';")
+    try:
+        run = run_backup(current_dest, stack_current.project, f"authentik_backup_postgres_user={role}",
+                         f"authentik_backup_postgres_password={password}", verbose=True)
+    finally:
+        stacks.psql(stack_current, f"DROP ROLE IF EXISTS {role};")
+    assert run.rc == 0, run.explain()
+    assert password not in run.proc.stdout and password not in run.proc.stderr
+    manifest = json.loads((Path(current_dest) / latest_of(current_dest) / "manifest.json").read_text())
+    assert password not in json.dumps(manifest)
 
 
 # --- discovery ----------------------------------------------------------------------------------------------------

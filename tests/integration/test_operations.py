@@ -134,6 +134,11 @@ def dead_pid():
     return pid
 
 
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+PID_NS = os.readlink("/proc/self/ns/pid")
+RESTORE_PLAYBOOK = REPO / "playbooks" / "restore.yml"
+
+
 def pid_start(pid):
     text = Path(f"/proc/{pid}/stat").read_text()
     return int(text[text.rfind(")") + 2:].split()[19])
@@ -259,7 +264,8 @@ def test_stale_lock_of_a_dead_process_is_taken_over(stack_current, run_backup, t
     dest.mkdir(mode=0o700)
     pid = dead_pid()
     (dest / ".lock").write_text(json.dumps({
-        "run_id": "akbtopdead", "pid": pid, "host": socket.gethostname(),
+        "run_id": "akbtopdead", "pid": pid, "host": socket.gethostname(), "boot_id": BOOT_ID, "pid_ns": PID_NS,
+        "via": "ansible-playbook", "confirmed": True,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "purpose": "backup"}))
     run = run_backup(dest, stack_current.project, PG_ONLY, "authentik_backup_lock_timeout=0")
     assert run.rc == 0, run.explain()
@@ -269,6 +275,55 @@ def test_stale_lock_of_a_dead_process_is_taken_over(stack_current, run_backup, t
     assert any("took over the lock" in w for w in run.fact(REPORT)["warnings"])
     assert_sound(dest)
     assert len(complete_sets(dest)) == 1
+
+
+def held_lock(dest, run_id, **more):
+    """A lock of this (live) test process, as a run holding the destination would leave it."""
+    record = dict({"run_id": run_id, "pid": os.getpid(), "pid_start": pid_start(os.getpid()), "boot_id": BOOT_ID,
+                   "pid_ns": PID_NS, "via": "pid", "confirmed": True, "host": socket.gethostname(),
+                   "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, **more)
+    (Path(dest) / ".lock").write_text(json.dumps(record))
+    return record
+
+
+def test_a_backup_inside_a_restore_shares_its_lock_and_keeps_the_set_it_reads(stack_current, run_backup, tmp_path):
+    """A restore holds the lock and protects the set it reads; a backup run with the restore's run id does not
+    wait for that lock (timeout 0), its retention (keep_last=1) removes other old sets but not the protected one,
+    and the lock is still the restore's afterwards."""
+    dest = tmp_path / "backups"
+    dest.mkdir(mode=0o700)
+    read = fake_set(dest, "authentik-20200101T000000Z")
+    other = fake_set(dest, "authentik-20200102T000000Z")
+    record = held_lock(dest, "akbtoprestore", purpose="restore", protect=[read.name])
+    run = run_backup(dest, stack_current.project, PG_ONLY, "authentik_backup_lock_timeout=0",
+                     "authentik_backup_keep_last=1", "authentik_backup_lock_run_id=akbtoprestore")
+    assert run.rc == 0, run.explain()
+    assert read.exists() and not other.exists()
+    assert json.loads((dest / ".lock").read_text()) == record
+    assert len(complete_sets(dest)) == 2 and latest_of(dest) == complete_sets(dest)[-1]
+    # without the run id the same backup waits for the restore's lock, and fails naming it
+    run = run_backup(dest, stack_current.project, PG_ONLY, "authentik_backup_lock_timeout=0")
+    assert run.rc != 0 and "is locked by run akbtoprestore" in run.failure(), run.explain()
+
+
+def test_restore_takes_the_lock_and_releases_it_after_a_failure(stack_current, inventory, tmp_path):
+    """The restore role waits for a lock another run holds (and fails naming it, nothing touched); with the lock
+    free it takes it for the run and releases it also when the restore fails (here: no such set)."""
+    dest = tmp_path / "backups"
+    dest.mkdir(mode=0o700)
+    project = f"authentik_backup_compose_project={stack_current.project}"
+    held_lock(dest, "akbtopbackup", purpose="backup of a test")
+    run = ansible_run.run_playbook(inventory, RESTORE_PLAYBOOK, f"authentik_backup_dest={dest}", project,
+                                   "authentik_restore_lock_timeout=1", "authentik_restore_confirm=true")
+    assert run.rc != 0 and f"The backup destination {dest} is locked by run akbtopbackup" in run.failure(), \
+        run.explain()
+    (dest / ".lock").unlink()
+    run = ansible_run.run_playbook(inventory, RESTORE_PLAYBOOK, f"authentik_backup_dest={dest}", project,
+                                   "authentik_restore_from=authentik-20200101T000000Z",
+                                   "authentik_restore_confirm=true")
+    assert run.rc != 0 and "authentik-20200101T000000Z" in run.failure(), run.explain()
+    assert run.result("Lock the backup destination for the restore")["acquired"] is True
+    assert not (dest / ".lock").exists() and list(dest.iterdir()) == []
 
 
 # --- report.json -------------------------------------------------------------------------------------------------

@@ -12,11 +12,13 @@ without TCP (exec fallback).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -24,6 +26,14 @@ import pytest
 
 from testbed import ansible_run, proof
 from testbed._docker import docker, inspect, wait_for
+
+sys.path.insert(0, str(ansible_run.REPO / ".collections"))
+
+from ansible_collections.authentik_ops.backup.plugins.module_utils._docker_api import (  # noqa: E402
+    DockerClient,
+    DockerTransport,
+)
+from ansible_collections.authentik_ops.backup.plugins.module_utils._errors import TransportError  # noqa: E402
 
 HELPER_LABEL = "io.authentik-ops.backup.helper"
 FOR_LABEL = "io.authentik-ops.backup.helper-for"
@@ -284,3 +294,93 @@ def test_server_without_tcp_falls_back_to_exec(images, tmp_path):  # pylint: dis
     assert forced.get("failed") and "method=helper cannot be used" in forced["msg"], forced
     assert sorted(p.name for p in tmp_path.iterdir()) == ["auto.sql.zst"]
     assert b"PostgreSQL database cluster dump complete" in normalized(tmp_path / "auto.sql.zst")
+
+
+def processes_showing(container, text):
+    """The process list (pid and argv) of ``container`` once one of its processes shows ``text``, else None."""
+    top = docker("top", container, "-eo", "pid,args").stdout.decode()
+    return top if text in top else None
+
+
+class RecordingClient(DockerClient):
+    """The real client, keeping every request it sends to the daemon (URL and JSON body)."""
+
+    def __init__(self):
+        super().__init__(os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock"))
+        self.sent = []
+
+    def request(self, method, url, body=None, query=None, timeout=None):
+        self.sent.append(f"{method} {url} {json.dumps(body)} {json.dumps(query)}")
+        return super().request(method, url, body=body, query=query, timeout=timeout)
+
+
+def test_a_secret_reaches_the_exec_on_stdin_never_in_its_config_or_argv(pg):
+    """The daemon never receives the secret in an exec's Env (kept in its exec config, printed by its debug log)
+    nor in an argument; the command still gets it, and no process of the container shows it in its argv."""
+    client = RecordingClient()
+    transport = DockerTransport(pg, None, client=client)
+    secret = "akbt-docker-Secret-" + uuid.uuid4().hex
+    results = []
+    worker = threading.Thread(target=lambda: results.append(transport.exec_capture(
+        ["sh", "-c", 'printf %s "$AKBT_SECRET" | sha256sum; sleep 3'], secret_env={"AKBT_SECRET": secret})))
+    worker.start()
+    try:
+        # while the command runs (sleep 3): every process of the container, its argv
+        procs = wait_for(lambda: processes_showing(pg, "sleep 3"), 10, "the exec to run", interval=0.1)
+    finally:
+        worker.join(30)
+    assert results and results[0].ok, results and results[0].problem
+    assert results[0].stdout.split()[0].decode() == hashlib.sha256(secret.encode()).hexdigest()
+    assert secret not in procs
+    assert any("/exec" in line for line in client.sent), client.sent
+    assert not [line for line in client.sent if secret in line]
+    with pytest.raises(TransportError):
+        transport.exec_capture(["true"], secret_env={"AKBT_SECRET": "two\nlines"})
+
+
+def test_explicit_password_of_an_exec_dump_is_in_no_argv(pg, tmp_path):
+    """postgres_dump through exec with an explicit password: while the dump runs, no process of the database
+    container carries the password in its command line; the dump works with it."""
+    role, secret = "akbt_exec_su", "exec-" + uuid.uuid4().hex
+    psql(pg, f"DROP ROLE IF EXISTS {role}; CREATE ROLE {role} SUPERUSER LOGIN PASSWORD '{secret}'")
+    try:
+        with HeldDump(pg, tmp_path / "held.sql") as held:
+            proc = held.start_module(method="exec", compression="none", user=role, password=secret,
+                                     host="127.0.0.1")
+            top = wait_for(lambda: processes_showing(pg, "pg_dump"), 60, "pg_dump to run", interval=0.1)
+            held.release()
+            result = result_of(proc)
+    finally:
+        psql(pg, f"DROP ROLE IF EXISTS {role}")
+    assert not result.get("failed"), result.get("msg")
+    assert result["method"] == "exec" and result["user"] == role
+    assert secret not in top and secret not in json.dumps(result)
+
+
+def owner_of_pid(pid):
+    """The owner string of a process of this host (boot id / pid namespace / pid / start time)."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    start = text[text.rfind(")") + 2:].split()[19]
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    return f"{boot}/{os.readlink('/proc/self/ns/pid')}/{pid}/{start}"
+
+
+def test_a_dump_whose_run_was_killed_stops_and_cleans_up(pg, tmp_path):
+    """An async dump goes on after the ansible-playbook that started it was SIGKILLed. Given the run's owner (the
+    lock's process), the module notices within seconds that it is gone, stops, removes its partial file and its
+    helper container, and fails saying why; a module whose owner lives is not disturbed (the other tests)."""
+    run = subprocess.Popen(["sleep", "600"])  # pylint: disable=consider-using-with
+    try:
+        with HeldDump(pg, tmp_path / "orphan.sql") as held:
+            proc = held.start_module(compression="none", owner=owner_of_pid(run.pid))
+            held.wait_started()
+            run.kill()
+            run.wait(10)
+            result = result_of(proc, timeout=60)
+            assert helpers_of(held.db_id) == []
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert result.get("failed"), result
+    assert "is gone" in result["msg"] and "partial file was removed" in result["msg"], result["msg"]
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".args-")] == []

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -139,12 +140,15 @@ def test_point_and_read_latest(tmp_path):
         backup_prune.read_latest(str(tmp_path))
 
 
-def test_lock_holder(tmp_path):
-    assert backup_prune.lock_holder(str(tmp_path)) is None
-    (tmp_path / ".lock").write_text(json.dumps({"run_id": "abc", "pid": 1}))
-    assert backup_prune.lock_holder(str(tmp_path)) == "abc"
+def test_read_lock_and_the_sets_it_protects(tmp_path):
+    assert _sets.read_lock(str(tmp_path)) is None
+    assert backup_prune.protected_by_lock(None) == []
+    (tmp_path / ".lock").write_text(json.dumps({"run_id": "abc", "pid": 1, "protect": ["authentik-x", 3]}))
+    assert _sets.read_lock(str(tmp_path))["run_id"] == "abc"
+    assert backup_prune.protected_by_lock(_sets.read_lock(str(tmp_path))) == ["authentik-x"]
     (tmp_path / ".lock").write_text("")
-    assert backup_prune.lock_holder(str(tmp_path)) == ""
+    assert _sets.read_lock(str(tmp_path)) == {}
+    assert backup_prune.protected_by_lock({"protect": "authentik-x"}) == []
 
 
 # --- backup_lock: when is a lock left by a dead run ---------------------------------------------------------------
@@ -153,11 +157,14 @@ def _dead_pid():
     return int(subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True, check=True).stdout)
 
 
+def _record(pid, **more):
+    return dict(dict(run_id="r", pid=pid, via="ansible-playbook", confirmed=True, host=socket.gethostname(),
+                     started_at=_sets.iso(NOW)), **dict(_proc.identity(pid), **more))
+
+
 def test_stale_reason():
     host, now = socket.gethostname(), NOW.timestamp()
-    fresh = _sets.iso(NOW)
-    alive = dict(run_id="r", pid=os.getpid(), pid_start=_proc.start_time(os.getpid()), host=host,
-                 started_at=fresh)
+    alive = _record(os.getpid())
     assert backup_lock.stale_reason(alive, host, now, 86400) is None
     dead = dict(alive, pid=_dead_pid(), pid_start=None)
     assert "is gone" in backup_lock.stale_reason(dead, host, now, 86400)
@@ -172,30 +179,64 @@ def test_stale_reason():
     assert backup_lock.stale_reason(dict(alive, pid=None), host, now, 86400) is None
 
 
+def test_a_process_of_another_pid_namespace_or_boot_is_not_judged():
+    """Two runners in containers that share a host name see each other's pids as absent (or as someone else):
+    a lock of another pid namespace, or of a record that does not say its namespace, is ended by age only."""
+    host, now = socket.gethostname(), NOW.timestamp()
+    dead = _record(_dead_pid(), pid_start=None)
+    assert "is gone" in backup_lock.stale_reason(dead, host, now, 86400)
+    assert backup_lock.stale_reason(dict(dead, pid_ns="pid:[1]"), host, now, 86400) is None
+    assert backup_lock.stale_reason(dict(dead, pid_ns=None, boot_id=None), host, now, 86400) is None
+    # an unconfirmed SSH session (the connection was not shared between the run's tasks) is not followed
+    assert backup_lock.stale_reason(dict(dead, via="ssh", confirmed=False), host, now, 86400) is None
+    assert "SSH session" in backup_lock.stale_reason(dict(dead, via="ssh", confirmed=True), host, now, 86400)
+    # another boot of this host: dead when the lock is older than the boot, else maybe another machine's
+    booted = _proc.boot_time()
+    before = _sets.iso(datetime.datetime.fromtimestamp(booted - 60, datetime.timezone.utc))
+    other_boot = dict(dead, boot_id="00000000-0000-0000-0000-000000000000", started_at=before)
+    assert "restarted" in backup_lock.stale_reason(other_boot, host, booted + 10, 0)
+    after = _sets.iso(datetime.datetime.fromtimestamp(booted + 5, datetime.timezone.utc))
+    assert backup_lock.stale_reason(dict(other_boot, started_at=after), host, booted + 10, 0) is None
+
+
 def test_unreadable_lock_is_stale_only_when_old():
     now = NOW.timestamp()
     assert backup_lock.stale_reason({"_mtime": now - 5}, "h", now, 0) is None
     assert "unreadable" in backup_lock.stale_reason({"_mtime": now - 600}, "h", now, 0)
 
 
-def test_run_process_finds_the_topmost_ansible_playbook(tmp_path):
-    """ansible-playbook -> its forked worker (same command line) -> the module: the lock follows the topmost one."""
+def _ancestry(outer_name):
+    """Runs a chain ``<outer_name> -> a forked copy of it (same command line) -> python: run_process()`` and returns
+    (pid of the outer process, pid of its copy, the pid and via that run_process() found in the innermost one)."""
     collections = next(p for p in sys.path if p.endswith(".collections") or p.endswith("ansible_collections/.."))
     check = ("import sys; sys.path.insert(0, sys.argv[1]); "
-             "from ansible_collections.authentik_ops.backup.plugins.modules import backup_lock; "
-             "print(backup_lock.run_process())")
-    playbook = tmp_path / "ansible-playbook"
-    playbook.write_text("import os, subprocess, sys\n"
-                        "if len(sys.argv) > 2 and sys.argv[2] == 'worker':\n"
-                        f"    print(subprocess.run([sys.executable, '-c', {check!r}, sys.argv[1]],\n"
-                        "                         capture_output=True, text=True, check=True).stdout, end='')\n"
-                        "else:\n"
-                        "    print(os.getpid())\n"
-                        "    sys.stdout.flush()\n"
-                        "    subprocess.run([sys.executable, __file__, sys.argv[1], 'worker'], check=True)\n")
-    out = subprocess.run([sys.executable, str(playbook), collections], capture_output=True, text=True, check=True)
-    topmost, found = out.stdout.split()
-    assert int(found) == int(topmost) > 1
-    # without an ansible-playbook ancestor there is no run process to follow
-    alone = subprocess.run([sys.executable, "-c", check, collections], capture_output=True, text=True, check=True)
-    assert alone.stdout.strip() == "0"
+             "from ansible_collections.authentik_ops.backup.plugins.module_utils import _proc; "
+             "print(*_proc.run_process())")
+    # bash shows outer_name as its command line (as sshd's session process and ansible-playbook do); "; true"
+    # keeps each bash from exec'ing its last command, so the chain stays three processes deep
+    inner = f'echo $$; {sys.executable} -c "$1" "$2"; true'
+    outer = f'echo $$; (exec -a "$0" bash -c {shlex.quote(inner)} "$0" "$1" "$2"); true'
+    out = subprocess.run(["bash", "-c", f'exec -a "$0" bash -c {shlex.quote(outer)} "$0" "$1" "$2"',
+                          outer_name, check, collections], capture_output=True, text=True, check=True)
+    first, second, pid, via = out.stdout.split()
+    return int(first), int(second), int(pid), via
+
+
+def test_run_process_finds_the_topmost_ansible_playbook():
+    """ansible-playbook -> its forked worker (same command line) -> the module: the lock follows the topmost one."""
+    outer, _copy, pid, via = _ancestry("ansible-playbook")
+    assert (pid, via) == (outer, "ansible-playbook")
+    # without an ansible-playbook ancestor or an SSH session there is no run process to follow
+    assert _ancestry("python3")[2:] == (0, "None")
+
+
+def test_run_process_finds_the_ssh_session():
+    """A module started over SSH: the nearest sshd session process (sshd: user@notty) is the run's; sshd's listener
+    and privileged monitor ("sshd: user [priv]") are not."""
+    _outer, nearest, pid, via = _ancestry("sshd: tester@notty")
+    assert (pid, via) == (nearest, "ssh")
+    assert _ancestry("sshd: tester [priv]")[2:] == (0, "None")
+    assert _proc.SSH_SESSION.match("sshd: root@notty ")
+    assert _proc.SSH_SESSION.match("sshd-session: ansible@notty")
+    assert not _proc.SSH_SESSION.match("sshd: root [priv]")
+    assert not _proc.SSH_SESSION.match("sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups")

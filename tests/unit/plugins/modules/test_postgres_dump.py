@@ -47,9 +47,10 @@ class FakeHelper:
             raise self.probe_error
         return HelperPlan("authentik", "127.0.0.1", 5432, "pw")
 
-    def dump(self, plan, extra_args, workdir, on_data):
+    def dump(self, plan, extra_args, workdir, on_data, run_owner=None):
         del plan, extra_args, workdir
         self.dumps += 1
+        self.run_owner = run_owner
         if self.dump_error:
             raise self.dump_error
         on_data(self.data)

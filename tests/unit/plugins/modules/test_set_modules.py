@@ -12,12 +12,14 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
 
 from fake_transport import run_main
 
+from ansible_collections.authentik_ops.backup.plugins.module_utils import _proc
 from ansible_collections.authentik_ops.backup.plugins.modules import (
     backup_lock,
     backup_prune,
@@ -199,8 +201,9 @@ def lock_args(dest, **more):
 
 
 def dead_lock(dest, run_id="dead"):
-    record = dict(run_id=run_id, pid=_dead_pid(), pid_start=None, host=socket.gethostname(),
-                  started_at="2026-11-30T02:00:00Z")
+    pid = _dead_pid()
+    record = dict(_proc.identity(pid), run_id=run_id, pid=pid, pid_start=None, via="ansible-playbook",
+                  confirmed=True, host=socket.gethostname(), started_at="2026-11-30T02:00:00Z")
     dest.mkdir(exist_ok=True)
     (dest / ".lock").write_text(json.dumps(record))
     return record
@@ -327,3 +330,65 @@ def test_upload_refuses_an_incomplete_set(monkeypatch, tmp_path):
     path = new_set(tmp_path)
     result, failed = run_main(monkeypatch, backup_upload, dict(path=str(path), bucket="b"))
     assert failed and "the set is incomplete and is not copied" in result["msg"]
+
+
+def test_lock_is_shared_by_its_run_id_and_protects_sets_from_retention(monkeypatch, tmp_path):
+    """A restore holds the lock (run r1) and names the set it reads; a backup inside it calls with r1: it shares
+    the lock instead of waiting for it, and its retention keeps the protected set although the rules would not."""
+    read = new_set(tmp_path, "authentik-20261101T020000Z", complete=True)
+    newer = new_set(tmp_path, "authentik-20261201T020000Z", complete=True)
+    result, failed = run_main(monkeypatch, backup_lock, lock_args(tmp_path, run_id="r1", purpose="restore"))
+    assert not failed and result["acquired"]
+    result, failed = run_main(monkeypatch, backup_lock, lock_args(tmp_path, run_id="r1", protect=[read.name]))
+    assert not failed and not result["acquired"] and result["record"]["protect"] == [read.name]
+    assert json.loads((tmp_path / ".lock").read_text())["protect"] == [read.name]
+    # the inner backup: same run_id, waits for nothing (timeout 0), and does not release what it did not take
+    result, failed = run_main(monkeypatch, backup_lock, lock_args(tmp_path, run_id="r1"))
+    assert not failed and not result["acquired"] and result["record"]["protect"] == [read.name]
+    result, failed = prune(monkeypatch, tmp_path, keep_last=1, run_id="r1")
+    assert not failed and result["removed"] == [] and read.exists() and newer.exists()
+    assert "protected" in next(k["reasons"] for k in result["kept"] if k["name"] == read.name)
+    # another run waits for (here: fails at once on) the restore's lock, naming it
+    result, failed = run_main(monkeypatch, backup_lock, lock_args(tmp_path, run_id="other"))
+    assert failed and "locked by run r1" in result["msg"] and "restore" in result["msg"]
+    result, failed = run_main(monkeypatch, backup_lock, lock_args(tmp_path, state="absent", run_id="r1"))
+    assert not failed and result["released"]
+    result, failed = prune(monkeypatch, tmp_path, keep_last=1)
+    assert not failed and result["removed"] == [read.name]
+
+
+def _collections_path():
+    return next(p for p in sys.path if p.endswith(".collections") or p.endswith("ansible_collections/.."))
+
+
+def test_a_live_lock_of_another_pid_namespace_is_not_taken_over(monkeypatch, tmp_path):
+    """A runner in its own pid namespace (a container sharing the host name) holds the lock as pid 1 of that
+    namespace: from here its pid names another process (this host's init, with another start time), so a check by
+    pid and start time alone would call the live run dead and take its lock over. It must be left alone."""
+    inner = ("import json, os, sys, time\n"
+             "sys.path.insert(0, sys.argv[1])\n"
+             "from ansible_collections.authentik_ops.backup.plugins.modules import backup_lock\n"
+             "params = dict(dest=sys.argv[2], run_id='in-namespace', pid=os.getpid(), timeout=0, poll_interval=0.1,\n"
+             "              stale_age=0, purpose='backup', protect=[], state='present', remove_empty_dest=False)\n"
+             "module = type('M', (), {'params': params, 'check_mode': False})()\n"
+             "print(json.dumps(backup_lock.Locker(module).acquire()), flush=True)\n"
+             "sys.stdin.read()\n")
+    proc = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", inner,
+                             _collections_path(), str(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        taken = json.loads(proc.stdout.readline())
+        assert taken["acquired"] and taken["record"]["pid"] == 1
+        result, failed = run_main(monkeypatch, backup_lock, lock_args(tmp_path, stale_age=0))
+        assert failed and "locked by run in-namespace" in result["msg"], result
+        assert json.loads((tmp_path / ".lock").read_text())["run_id"] == "in-namespace"
+        assert taken["record"]["pid_ns"] != _proc.pid_namespace()
+    finally:
+        proc.stdin.close()
+        proc.wait(10)
+    # once it ended, its process still cannot be judged from here: only the age ends the lock
+    result, failed = run_main(monkeypatch, backup_lock, lock_args(tmp_path, stale_age=0))
+    assert failed and "locked by run in-namespace" in result["msg"]
+    result, failed = run_main(monkeypatch, backup_lock, lock_args(tmp_path, stale_age=1, timeout=3))
+    assert not failed and result["took_over"]["run_id"] == "in-namespace" and "stale_age" in result["took_over"][
+        "reason"]
