@@ -16,6 +16,12 @@ description:
     memory use does not grow with the size of the dump, and nothing is written inside the container.
   - The dump is read twice. The first pass decompresses it completely, checks pg_dumpall's header and completion
     trailer and counts the bytes to send; a damaged or truncated file is refused before the database is touched.
+  - The first pass also scans the script the way C(psql) splits it (quotes, comments, dollar-quoted bodies,
+    parentheses, C(COPY) data) and refuses, before anything is touched, a dump from a newer PostgreSQL major than
+    the server (C(Dumped from database version) or C(Dumped by pg_dump version)), psql meta-commands other than
+    C(\connect), C(\encoding), C(\restrict) and C(\unrestrict) in pg_dump's forms, the sections of C(template1) and
+    C(postgres), tablespaces, C(COPY) from or to anything but standard input, changes of
+    C(standard_conforming_strings) and database-level statements on databases the dump does not create.
     The second pass sends exactly that many bytes into C(head -c <bytes> | psql ...), so the command ends on its own
     also where the transport cannot close standard input (Kubernetes). A file that changes between the passes fails
     the task.
@@ -222,7 +228,13 @@ from ansible_collections.authentik_ops.backup.plugins.module_utils._postgres imp
     secret_env,
     shell,
 )
+from ansible_collections.authentik_ops.backup.plugins.module_utils._pgscan import major_problem
 from ansible_collections.authentik_ops.backup.plugins.module_utils._restore import Source, count_dump
+
+
+def server_major(info):
+    """The target server's major (``server_version_num`` 150018 -> 15)."""
+    return int(info.get("version_num") or 0) // 10000
 
 
 def probe(params, transport):
@@ -281,12 +293,12 @@ def run(module):
     info = probe(params, transport)
     role = info.get("user") if params["filter_current_role"] else None
     try:
-        size, removed, check = count_dump(src, source.compression, role)
+        size, removed, check = count_dump(src, source.compression, role, scan=True)
     except RestoreError as exc:
-        raise exc.add_fields(src=src)
-    problem = check.problem()
+        raise RestoreError(f"src: {src}: {exc.msg}; nothing was restored or changed", src=src) from exc
+    problem = check.problem() or major_problem(check.scanner.majors, server_major(info))
     if problem:
-        raise RestoreError(f"src: {src}: {problem}; nothing was restored", src=src)
+        raise RestoreError(f"src: {src}: {problem}; nothing was restored or changed", src=src)
     common = dict(changed=True, src=src, raw_size=size, server_version=info.get("version"), user=info.get("user"),
                   superuser=bool(info.get("superuser")), target=target)
     if not info.get("superuser"):

@@ -454,3 +454,42 @@ def test_k8s_redis_replace_restarts_the_container(k8s, tmp_path):
     assert docker(*cli, "GET", "kept").stdout.strip().decode() == "välue"
     assert docker(*cli, "EXISTS", "added").stdout.strip() == b"0"
     assert sh(K8S_REDIS, "ls -A /data").split() == ["dump.rdb"]  # no .restore-tmp left
+
+
+def test_postgres_restore_refuses_a_newer_major_and_forged_dumps(containers, tmp_path):
+    """A PostgreSQL 17 dump into the 15 server and dumps with meta-commands or template1 are refused before
+    anything is touched: the live data stays as it was and no command ran in the container."""
+    from testbed import proof  # noqa: PLC0415 - only this test starts a 17 server
+
+    psql("create table if not exists precious (v text); insert into precious values ('keep me')")
+    state = pg_state()
+    pg17 = proof.start_postgres(name=PREFIX + "pg17", image=paths.IMAGE_POSTGRES_17)
+    try:
+        docker("exec", pg17, "psql", "-X", "-q", "-U", proof.PROOF_SUPERUSER, "-d", "postgres", "-c",
+               "create database authentik")
+        dump17 = str(tmp_path / "postgres17.sql")
+        dumped = run_module("postgres_dump", container=pg17, dest=dump17, compression="none")
+        assert not dumped.get("failed"), dumped
+    finally:
+        proof.cleanup(pg17)
+    result = run_module("postgres_restore", container=PG, src=dump17)
+    assert result.get("failed"), result
+    assert "Dumped from database version 17" in result["msg"] and "target server (15)" in result["msg"], result
+    assert "nothing was restored or changed" in result["msg"]
+    assert pg_state() == state and psql("select v from precious") == "keep me"
+
+    good = str(tmp_path / "postgres.sql")
+    assert not run_module("postgres_dump", container=PG, dest=good, compression="none").get("failed")
+    text = open(good, encoding="utf-8").read()
+    anchor = "SET statement_timeout = 0;\n"
+    for forged, cause in (("\\! touch /tmp/akbt-pwned\n", "meta-command '\\\\!'"),
+                          ("SELECT 1; \\! touch /tmp/akbt-pwned\n", "meta-command inside or after"),
+                          ("UPDATE pg_catalog.pg_database SET datistemplate = false WHERE datname = 'template1';\n",
+                           "template1"),
+                          ("CREATE TABLESPACE ts LOCATION '/tmp';\n", "tablespace")):
+        bad = tmp_path / "forged.sql"
+        bad.write_text(text.replace(anchor, anchor + forged, 1), encoding="utf-8")
+        result = run_module("postgres_restore", container=PG, src=str(bad))
+        assert result.get("failed") and cause in result["msg"] and "refused" in result["msg"], result
+        assert docker("exec", PG, "test", "-e", "/tmp/akbt-pwned", check=False).returncode == 1
+        assert pg_state() == state
