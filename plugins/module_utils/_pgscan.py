@@ -375,7 +375,7 @@ class DumpScanner:
         raw = b"".join(self.statement)
         self.statement, self.statement_size = [], 0
         text = raw.decode("utf-8", "surrogateescape")
-        result = self._statement(skip_space_and_comments(text), text)
+        result = self._statement(skip_space_and_comments(text))
         if result is None:
             return raw
         return result.encode("utf-8", "surrogateescape")
@@ -415,7 +415,7 @@ class DumpScanner:
         return f"\\connect {self.mapping[name]}\n".encode("ascii")
 
     # -- statements --
-    def _statement(self, head, text):
+    def _statement(self, head):
         """The rewritten statement, or None to keep ``text`` as it is; raises DumpRefused."""
         self._check(head)
         copy = _COPY_FROM_STDIN.match(head)
@@ -427,10 +427,10 @@ class DumpScanner:
         for kind, pattern in _DB_STATEMENTS:
             match = pattern.match(head)
             if match:
-                return self._database_statement(kind, head, text, match)
+                return self._database_statement(kind, head, match)
         if self.run_id is None:
             return None
-        return self._role_statement(head, text)
+        return self._role_statement(head)
 
     def _check(self, head):
         if _COPY.match(head) and not _COPY_FROM_STDIN.match(head):
@@ -451,7 +451,7 @@ class DumpScanner:
         outside = re.sub(r"\$([A-Za-z_]*)\$.*?\$\1\$|'(?:[^']|'')*'", "", head, flags=re.S)
         return not _TABLESPACE.search(outside)
 
-    def _database_statement(self, kind, head, text, match):
+    def _database_statement(self, kind, head, match):
         name, end = read_identifier(head, match.end())
         if name is None:
             raise self._refuse(f"a database statement whose name cannot be read ({self._brief(head)})")
@@ -477,8 +477,7 @@ class DumpScanner:
             return None
         return head[:match.end()] + self.mapping[name] + rest
 
-    def _role_statement(self, head, text):
-        del text
+    def _role_statement(self, head):
         for pattern, action in ((_DROP_ROLE, "drop"), (_CREATE_ROLE, "create"), (_ALTER_ROLE, "alter")):
             match = pattern.match(head)
             if not match:
