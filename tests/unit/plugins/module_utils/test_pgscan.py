@@ -246,10 +246,9 @@ def test_identifiers_and_connect_forms():
 
 
 def test_majors():
-    assert major_problem({"from": 15, "by": 17}, 15).startswith("the dump comes from a newer PostgreSQL "
-                                                                 "(Dumped by pg_dump version 17)")
-    assert major_problem({"from": 17, "by": 17}, 15).startswith("the dump comes from a newer PostgreSQL "
-                                                                 "(Dumped from database version 17)")
+    newer = "the dump comes from a newer PostgreSQL "
+    assert major_problem({"from": 15, "by": 17}, 15).startswith(newer + "(Dumped by pg_dump version 17)")
+    assert major_problem({"from": 17, "by": 17}, 15).startswith(newer + "(Dumped from database version 17)")
     assert major_problem({"from": 15, "by": 15}, 17) is None
     assert major_problem({}, 15) is None
     scanner, _out = scan(HOSTILE.replace("version 15.18 (Debian", "version 17.6 (Debian", 1))
