@@ -51,6 +51,7 @@ export PGUSER="$u"
 PROBE_SQL = (
     "select json_build_object("
     "'version', current_setting('server_version'), "
+    "'version_num', current_setting('server_version_num')::int, "
     "'user', current_user, "
     "'superuser', (select rolsuper from pg_roles where rolname = current_user), "
     "'databases', (select json_agg(datname order by datname) from pg_database where datallowconn))"
@@ -79,7 +80,7 @@ PSQL_MEANING = {
 }
 
 
-def restore_dump(transport, params, src, compression, role, size, database="postgres"):
+def restore_dump(transport, params, src, compression, role, size, database="postgres", on_stdout=None, **scan):
     """Second pass of a restore: send exactly ``size`` filtered bytes of ``src`` into psql in the target.
 
     Returns (ExecResult, Feed, RoleFilter, DumpCheck); the run failed if ``Feed.error`` is set (the source could
@@ -88,10 +89,10 @@ def restore_dump(transport, params, src, compression, role, size, database="post
     from ansible_collections.authentik_ops.backup.plugins.module_utils._restore import PSQL_POISON, dump_stream
     from ansible_collections.authentik_ops.backup.plugins.module_utils._transport import Feed
 
-    stream, role_filter, check = dump_stream(src, compression, role)
+    stream, role_filter, check = dump_stream(src, compression, role, **scan)
     feed = Feed(stream, size, PSQL_POISON)
     argv = shell(params, RESTORE_SH) + [str(size), database]
-    result = transport.exec_stream(argv, _discard, secret_env=secret_env(params), stdin=feed)
+    result = transport.exec_stream(argv, on_stdout or _discard, secret_env=secret_env(params), stdin=feed)
     return result, feed, role_filter, check
 
 

@@ -161,6 +161,7 @@ class DumpCheck:
         self.head = b""
         self.tail = b""
         self.size = 0
+        self.scanner = None
 
     def watch(self, chunks):
         for block in chunks:
@@ -191,18 +192,31 @@ class DumpCheck:
         return None
 
 
-def dump_stream(path, compression, role):
-    """(generator of the filtered dump, RoleFilter, DumpCheck) for one pass over ``path``."""
+def dump_stream(path, compression, role, scan=False, run_id=None, fingerprint=None):
+    """(generator of the filtered dump, RoleFilter, DumpCheck) for one pass over ``path``.
+
+    With ``scan`` the stream also goes through ``_pgscan.DumpScanner`` (``check.scanner``): the dump is refused
+    (DumpRefused while it is read) for meta-commands, template1/postgres sections, tablespaces and the like, and
+    with ``run_id`` it is rewritten to temporary database names (the scanner then also handles the roles).
+    """
+    from ansible_collections.authentik_ops.backup.plugins.module_utils._pgscan import DumpScanner
+
     check = DumpCheck()
-    role_filter = RoleFilter(role)
-    return role_filter.filter(check.watch(iter_file(path, compression))), role_filter, check
+    stream = check.watch(iter_file(path, compression))
+    if scan:
+        check.scanner = DumpScanner(role=role, run_id=run_id, fingerprint=fingerprint)
+        stream = check.scanner.process(stream)
+    role_filter = RoleFilter(None if run_id else role)
+    return role_filter.filter(stream), role_filter, check
 
 
-def count_dump(path, compression, role):
+def count_dump(path, compression, role, **scan):
     """First pass: decompress, check and filter the whole dump. Returns (bytes to send, removed, DumpCheck)."""
-    stream, role_filter, check = dump_stream(path, compression, role)
+    stream, role_filter, check = dump_stream(path, compression, role, **scan)
     try:
         size = count_bytes(stream)
+    except RestoreError:
+        raise
     except (OSError, EOFError, ValueError) as exc:  # gzip/zstd errors are OSError/ValueError subclasses
         raise RestoreError(f"{path} cannot be read or decompressed: {exc}") from exc
     except Exception as exc:  # zstandard.ZstdError is not an OSError

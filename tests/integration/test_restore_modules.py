@@ -456,3 +456,129 @@ def test_k8s_redis_replace_restarts_the_container(k8s, tmp_path):
     assert docker(*cli, "GET", "kept").stdout.strip().decode() == "välue"
     assert docker(*cli, "EXISTS", "added").stdout.strip() == b"0"
     assert sh(K8S_REDIS, "ls -A /data").split() == ["dump.rdb"]  # no .restore-tmp left
+
+
+def test_postgres_restore_refuses_a_newer_major_and_forged_dumps(containers, tmp_path):
+    """A PostgreSQL 17 dump into the 15 server and dumps with meta-commands or template1 are refused before
+    anything is touched: the live data stays as it was and no command ran in the container."""
+    from testbed import proof  # noqa: PLC0415 - only this test starts a 17 server
+
+    psql("create table if not exists precious (v text); insert into precious values ('keep me')")
+    state = pg_state()
+    pg17 = proof.start_postgres(name=PREFIX + "pg17", image=paths.IMAGE_POSTGRES_17)
+    try:
+        docker("exec", pg17, "psql", "-X", "-q", "-U", proof.PROOF_SUPERUSER, "-d", "postgres", "-c",
+               "create database authentik")
+        dump17 = str(tmp_path / "postgres17.sql")
+        dumped = run_module("postgres_dump", container=pg17, dest=dump17, compression="none")
+        assert not dumped.get("failed"), dumped
+    finally:
+        proof.cleanup(pg17)
+    result = run_module("postgres_restore", container=PG, src=dump17)
+    assert result.get("failed"), result
+    assert "Dumped from database version 17" in result["msg"] and "target server (15)" in result["msg"], result
+    assert "nothing was restored or changed" in result["msg"]
+    assert pg_state() == state and psql("select v from precious") == "keep me"
+
+    good = str(tmp_path / "postgres.sql")
+    assert not run_module("postgres_dump", container=PG, dest=good, compression="none").get("failed")
+    text = open(good, encoding="utf-8").read()
+    anchor = "SET statement_timeout = 0;\n"
+    for forged, cause in (("\\! touch /tmp/akbt-pwned\n", "meta-command '\\\\!'"),
+                          ("SELECT 1; \\! touch /tmp/akbt-pwned\n", "meta-command inside or after"),
+                          ("UPDATE pg_catalog.pg_database SET datistemplate = false WHERE datname = 'template1';\n",
+                           "template1"),
+                          ("CREATE TABLESPACE ts LOCATION '/tmp';\n", "tablespace")):
+        bad = tmp_path / "forged.sql"
+        bad.write_text(text.replace(anchor, anchor + forged, 1), encoding="utf-8")
+        result = run_module("postgres_restore", container=PG, src=str(bad))
+        assert result.get("failed") and cause in result["msg"] and "refused" in result["msg"], result
+        assert docker("exec", PG, "test", "-e", "/tmp/akbt-pwned", check=False).returncode == 1
+        assert pg_state() == state
+
+
+def databases_now():
+    return psql("select string_agg(datname || ':' || datallowconn, ',' order by datname) from pg_database",
+                db="postgres")
+
+
+def test_postgres_restore_beside_the_live_data(containers, tmp_path):
+    """staged loads under temporary names and proves every table while the live data stays; swapped exchanges the
+    names in one transaction and keeps the previous data; rolled_back puts it back; cleaned drops the kept copy."""
+    psql("create table if not exists precious (v text)")
+    psql("delete from precious; insert into precious values ('in the backup')")
+    dump = str(tmp_path / "postgres.sql.zst")
+    assert not run_module("postgres_dump", container=PG, dest=dump).get("failed")
+    in_backup = pg_state()
+    psql("insert into precious values ('after the backup')")
+    after_backup = pg_state()
+    journal = str(tmp_path / "journal")
+
+    planned = run_module("postgres_restore", check_mode=True, container=PG, src=dump, state="staged",
+                         journal_dir=journal, run_id="t1")
+    assert planned["plan"]["databases"] == {"authentik": "akr_t1_1", "ünï db": "akr_t1_2"}, planned
+    assert pg_state() == after_backup and not os.path.exists(journal)
+
+    staged = run_module("postgres_restore", container=PG, src=dump, state="staged", journal_dir=journal,
+                        run_id="t1")
+    assert staged.get("changed") and not staged.get("failed"), staged
+    assert staged["proof"]["equal"] and staged["proof"]["tables"] >= 3 and staged["proof"]["rows"] > 5000, staged
+    assert pg_state()[:3] == after_backup[:3]  # the live data is untouched
+    assert "akr_t1_1:true" in databases_now() and "akr_t1_2:true" in databases_now()
+    assert psql("select string_agg(v, ',') from precious", db="akr_t1_1") == "in the backup"
+    mode = os.stat(os.path.join(journal, "t1.json")).st_mode & 0o777, os.stat(journal).st_mode & 0o777
+    assert mode == (0o600, 0o700)
+
+    swapped = run_module("postgres_restore", container=PG, state="swapped", journal_dir=journal)
+    assert swapped.get("changed") and swapped["previous"] == {"authentik": "akp_t1_1", "ünï db": "akp_t1_2"}, swapped
+    assert pg_state()[:3] == in_backup[:3]
+    now = databases_now()
+    assert "akp_t1_1:false" in now and "akp_t1_2:false" in now and "akr_" not in now and "authentik:true" in now
+
+    rolled = run_module("postgres_restore", container=PG, state="rolled_back", journal_dir=journal)
+    assert rolled.get("changed") and rolled["replaced"] == {"authentik": "akn_t1_1", "ünï db": "akn_t1_2"}, rolled
+    assert pg_state()[:3] == after_backup[:3]
+    assert "authentik:true" in databases_now() and "akn_t1_1:false" in databases_now()
+
+    cleaned = run_module("postgres_restore", container=PG, state="cleaned", journal_dir=journal)
+    assert cleaned["dropped"] == ["akn_t1_1", "akn_t1_2"], cleaned
+    assert "akn_" not in databases_now() and "akp_" not in databases_now()
+    assert pg_state() == after_backup
+
+
+def test_postgres_restore_target_killed_while_staging(containers, tmp_path):
+    """The database server killed in the middle of the load: the live data is intact after it comes back, the
+    journal tells which temporary databases were left, and state=discarded drops them."""
+    import threading  # noqa: PLC0415
+
+    psql("drop table if exists big; create table big as "
+         "select g, repeat(md5(g::text), 12) as v from generate_series(1, 250000) g")
+    dump = str(tmp_path / "postgres.sql")
+    assert not run_module("postgres_dump", container=PG, dest=dump, compression="none").get("failed")
+    psql("drop table big")
+    before = pg_state()
+    journal = str(tmp_path / "journal")
+    outcome = {}
+    worker = threading.Thread(target=lambda: outcome.update(run_module(
+        "postgres_restore", container=PG, src=dump, state="staged", journal_dir=journal, run_id="k1")))
+    worker.start()
+    for _attempt in range(1200):
+        if "akr_k1_1" in (docker("exec", PG, "psql", "-X", "-A", "-t", "-U", "authentik", "-d", "postgres", "-c",
+                                 "select string_agg(datname, ',') from pg_database", check=False).stdout.decode()):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"the load did not start: {outcome}")
+    time.sleep(1)
+    docker("kill", PG)
+    worker.join(600)
+    docker("start", PG)
+    wait_pg()
+    assert outcome.get("failed") and "The live databases were not touched" in outcome["msg"], outcome
+    assert pg_state()[:3] == before[:3]
+    assert "akr_k1_1" in databases_now()
+    with open(os.path.join(journal, "k1.json"), encoding="utf-8") as handle:
+        assert '"phase": "staging"' in handle.read()
+    discarded = run_module("postgres_restore", container=PG, state="discarded", journal_dir=journal, run_id="k1")
+    assert discarded.get("changed") and discarded["dropped"] == ["akr_k1_1", "akr_k1_2"], discarded
+    assert pg_state() == before

@@ -1,0 +1,78 @@
+# Copyright (c) authentik_ops.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The restore journal, the swap script, the proof's output router and the drop guard."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from ansible_collections.authentik_ops.backup.plugins.module_utils._errors import RestoreError
+from ansible_collections.authentik_ops.backup.plugins.module_utils._pgproof import Fingerprint
+from ansible_collections.authentik_ops.backup.plugins.module_utils._pgswap import (
+    CopyRouter,
+    check_run_id,
+    drop_databases,
+    latest_journal,
+    new_run_id,
+    read_journal,
+    swap_sql,
+    write_journal,
+)
+
+
+def test_journal_is_private_atomic_and_found_by_phase(tmp_path):
+    journal = str(tmp_path / "j")
+    write_journal(journal, dict(run_id="a1", phase="staging", mapping={"authentik": "akr_a1_1"}))
+    assert stat.S_IMODE(os.stat(journal).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(os.path.join(journal, "a1.json")).st_mode) == 0o600
+    assert os.listdir(journal) == ["a1.json"]
+    write_journal(journal, dict(read_journal(journal, "a1"), phase="staged"))
+    assert read_journal(journal, "a1")["phase"] == "staged"
+    assert latest_journal(journal, ["staged"])["run_id"] == "a1"
+    assert latest_journal(journal, ["swapped"]) is None
+    with pytest.raises(RestoreError, match="no journal"):
+        read_journal(journal, "b2")
+
+
+@pytest.mark.parametrize("bad", ["", "A1", "a-1", "../x", "a" * 25])
+def test_run_id_is_short_lower_case(bad):
+    with pytest.raises(RestoreError):
+        check_run_id(bad)
+    assert check_run_id(new_run_id())
+
+
+def test_swap_script_closes_then_renames_in_one_transaction():
+    sql = swap_sql([("authentik", "akp_r_1"), ("akr_r_1", "authentik"), ("akr_r_2", 'Wé "x"')], ["authentik"], [])
+    lines = sql.splitlines()
+    assert lines[0] == "ALTER DATABASE authentik ALLOW_CONNECTIONS false;"
+    assert lines[1].startswith("SELECT count(pg_terminate_backend(pid, 5000))") and "'authentik'" in lines[1]
+    assert lines[2:] == ["BEGIN;", "ALTER DATABASE authentik RENAME TO akp_r_1;",
+                         "ALTER DATABASE akr_r_1 RENAME TO authentik;",
+                         'ALTER DATABASE akr_r_2 RENAME TO "Wé ""x""";', "COMMIT;"]
+
+
+@pytest.mark.parametrize("name", ["authentik", "akp_x", "akr_1_1; DROP DATABASE authentik", "postgres"])
+def test_drop_only_restore_databases(name):
+    with pytest.raises(RestoreError, match="not a database a restore created"):
+        drop_databases(None, {}, [name])
+
+
+@pytest.mark.parametrize("size", [1, 7, 1 << 16])
+def test_copy_router_splits_tables(size):
+    fingerprint = Fingerprint()
+    router = CopyRouter("db", ["public.a (x)", "public.b (y)"], fingerprint)
+    assert router.script().count("COPY public.") == 2 and "TO STDOUT;" in router.script()
+    nonce = router.nonce
+    out = nonce + b" 0\n1\n2\n" + nonce + b" 1\n" + nonce + b" 1x\n"
+    for i in range(0, len(out), size):
+        router.write(out[i:i + size])
+    expected = Fingerprint()
+    expected.start_table("db", "public.a (x)")
+    expected.add_lines(b"1\n2\n")
+    expected.start_table("db", "public.b (y)")
+    expected.add_lines(nonce + b" 1x\n")
+    assert fingerprint.tables == expected.tables
