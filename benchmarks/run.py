@@ -383,7 +383,7 @@ def section_role(bench, rounds):
 # --- report -------------------------------------------------------------------------------------------------------
 
 def ratios(report):
-    """The targets of issue 5 as ratios (throughput ratio = time of the reference / time of the way)."""
+    """The performance targets as ratios (throughput ratio = time of the reference / time of the way)."""
     rows = []
 
     def add(name, value, target=None, ok=None, unit="x"):
