@@ -26,6 +26,8 @@ VENV_STAMP := $(VENV)/.requirements-dev.stamp
 COLLECTIONS_DIR := .collections
 COLLECTION_LINK := $(COLLECTIONS_DIR)/ansible_collections/authentik_ops/backup
 SANITY_ARGS ?=
+# parallel pytest-xdist workers of `make integration` (each file runs whole in one worker; 1 = no workers)
+INTEGRATION_WORKERS ?= 2
 PYTEST_ARGS ?=
 # Every ansible-core the collection claims (meta/runtime.yml) but the newest, which .venv holds: each gets its own
 # venv .venv-<X.Y> from requirements-<X.Y>.txt (that ansible-core, its `ansible` package, the oldest runtime
@@ -80,7 +82,9 @@ integration: venv collections-link ## pytest tests/integration against the Docke
 		echo "integration: no tests in tests/integration"; \
 	else \
 		if [ -x tests/testbed/engine.sh ]; then tests/testbed/engine.sh; fi; \
-		python -m pytest --import-mode=importlib -p no:cacheprovider tests/integration $(PYTEST_ARGS); \
+		bash tests/testbed/images.sh && bash tests/testbed/images-variants.sh && \
+		python -m pytest --import-mode=importlib -p no:cacheprovider $(if $(filter-out 0 1,$(INTEGRATION_WORKERS)),\
+			-n $(INTEGRATION_WORKERS) --dist loadfile) tests/integration $(PYTEST_ARGS); \
 	fi
 
 # One older ansible-core: its venv (kept: .PRECIOUS), then sanity, unit tests and MATRIX_TESTS run with it.

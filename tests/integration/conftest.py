@@ -5,6 +5,7 @@ Environment knobs:
   AKBT_KEEP_STACKS=1   leave the stacks running after the session (for debugging)
   AKBT_PROJECT_SUFFIX=x  use projects akbt-cur<x> / akbt_legacy<x> / akbt-alpine<x> (several sessions on one machine)
   AKBT_LOCK_WAIT=s     how long to wait for another session holding a project's lock (default 1800)
+  PYTEST_XDIST_WORKER  set by pytest-xdist (-n N): appended to the suffix, so parallel workers never share a name
   AKBT_REUSE_STACKS=1  reuse stacks that are already up (state file present and all containers running) instead of
                        recreating them; reused stacks are not torn down
 
@@ -19,6 +20,12 @@ import sys
 from pathlib import Path
 
 import pytest
+
+# Parallel workers (pytest-xdist, `make integration`) share the engine like sessions do: each gets its own projects,
+# namespaces and names through the suffix, read when tests/testbed/paths.py is first imported (just below).
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _WORKER:
+    os.environ["AKBT_PROJECT_SUFFIX"] = os.environ.get("AKBT_PROJECT_SUFFIX", "") + _WORKER.replace("gw", "w")
 
 TESTS_DIR = Path(__file__).resolve().parent.parent
 if str(TESTS_DIR) not in sys.path:
