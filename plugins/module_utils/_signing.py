@@ -105,10 +105,11 @@ def load_signing_key(text=None, path=None):
             key = serialization.load_pem_private_key(data, password=None)
         else:
             raise ValueError("no -----BEGIN OPENSSH PRIVATE KEY----- or -----BEGIN PRIVATE KEY----- block")
-    except TypeError:
-        raise ConfigError(f"{origin}: the key is protected by a passphrase, which is not supported; keep an "
-                          "unencrypted key in Ansible Vault or an AWX credential instead") from None
-    except (ValueError, UnsupportedAlgorithm) as exc:
+    except (TypeError, ValueError, UnsupportedAlgorithm) as exc:
+        # a protected key: TypeError, or ValueError("Key is password-protected.") from cryptography before 42
+        if isinstance(exc, TypeError) or "password-protected" in str(exc):
+            raise ConfigError(f"{origin}: the key is protected by a passphrase, which is not supported; keep an "
+                              "unencrypted key in Ansible Vault or an AWX credential instead") from None
         raise ConfigError(f"{origin}: not a readable private key ({_reason(exc)}); give an Ed25519 key made with "
                           "ssh-keygen -t ed25519 or openssl genpkey -algorithm ed25519") from None
     if not isinstance(key, Ed25519PrivateKey):
