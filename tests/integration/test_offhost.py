@@ -14,20 +14,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import boto3
 import pytest
 
-from testbed import ansible_run, paths
+from testbed import ansible_run, paths, s3server
 from testbed.ansible_run import results_of
 
 REPO = paths.REPO_ROOT
-VENV_BIN = Path(sys.executable).parent
 BUCKET = "akbt-en-bucket"
 CREDENTIALS = {"access_key": "akbt-en-access", "secret_key": "akbt-en-secret-key-never-logged"}
 # the caller's AWS settings are left out of every ansible run: credentials come from the test only
@@ -43,37 +39,12 @@ def sha256(path):
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    """(endpoint URL, boto3 client) of a moto server on 127.0.0.1 with the bucket created."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("moto-en") / "moto.log"
-    with open(log, "wb") as out:
-        server = subprocess.Popen([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],  # noqa: S603
-                                  stdout=out, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                          aws_access_key_id=CREDENTIALS["access_key"],
-                          aws_secret_access_key=CREDENTIALS["secret_key"])
-    try:
-        for _attempt in range(100):
-            try:
-                client.create_bucket(Bucket=BUCKET)
-                break
-            except Exception:  # pylint: disable=broad-exception-caught  # not listening yet
-                time.sleep(0.1)
-        else:
-            raise AssertionError(f"moto did not start: {log.read_text()}")
+    with s3server.moto_server(tmp_path_factory.mktemp("moto-en"), CREDENTIALS["access_key"],
+                              CREDENTIALS["secret_key"]) as (endpoint, client):
+        client.create_bucket(Bucket=BUCKET)
         yield endpoint, client
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def s3_args(endpoint, **extra):
