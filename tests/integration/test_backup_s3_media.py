@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import sys
 from pathlib import Path
 
 import pytest
@@ -53,20 +52,9 @@ def stack_s3(images):  # pylint: disable=unused-argument
 
 @pytest.fixture(scope="module")
 def play(tmp_path_factory):
-    base = tmp_path_factory.mktemp("s3media")
-    inventory = base / "hosts.yml"
-    inventory.write_text("authentik:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
-                         f"      ansible_python_interpreter: {sys.executable}\n")
-
-    def run(playbook, extra_vars, check=False):
-        return ansible_run.run_playbook(inventory, playbook, extra_vars, check=check, callback=ansible_run.TEXT,
-                                        home=base / "ansible-home", timeout=900)
-
-    return run
+    return ansible_run.player(tmp_path_factory.mktemp("s3media"))
 
 
-def one_line(text):
-    return " ".join(text.replace("'", " ").replace('"', " ").split())
 
 
 def test_backup_records_media_in_s3(stack_s3, play, tmp_path):
@@ -85,7 +73,7 @@ def test_backup_records_media_in_s3(stack_s3, play, tmp_path):
     assert "media-s3" in skipped, manifest["skipped"]
     assert "bucket authentik-media" in skipped["media-s3"] and "no copy" in skipped["media-s3"]
     assert "media-s3" not in {f["part"] for f in manifest["files"]}
-    assert "skips: media-s3: authentik keeps its media in S3" in one_line(run.stdout)
+    assert "skips: media-s3: authentik keeps its media in S3" in ansible_run.one_line(run.stdout)
 
     # no credential anywhere: the files of the set (manifest, report, ...) and the run's output
     for path in set_dir.rglob("*"):
@@ -99,6 +87,6 @@ def test_backup_records_media_in_s3(stack_s3, play, tmp_path):
     plan = play(RESTORE, dict(run_vars, authentik_restore_from=str(set_dir)), check=True)
     assert plan.rc == 0, plan.explain()
     assert ("media-s3: authentik kept its media in S3 when the set was made (bucket authentik-media); the set "
-            "holds no copy, the bucket is left as it is") in one_line(plan.stdout)
+            "holds no copy, the bucket is left as it is") in ansible_run.one_line(plan.stdout)
     for secret in (ACCESS_KEY, SECRET_KEY):
         assert secret not in plan.stdout and secret not in plan.stderr

@@ -31,16 +31,7 @@ RESTORE = REPO / "playbooks" / "restore.yml"
 
 @pytest.fixture(scope="module")
 def play(tmp_path_factory):
-    inventory = tmp_path_factory.mktemp("beside-inventory") / "hosts.yml"
-    inventory.write_text("authentik:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
-                         f"      ansible_python_interpreter: {sys.executable}\n")
-    home = tmp_path_factory.mktemp("beside-ansible") / "ansible-home"
-
-    def run(playbook, extra_vars, check=False):
-        return ansible_run.run_playbook(str(inventory), playbook, extra_vars, check=check, callback=ansible_run.TEXT,
-                                        home=home, timeout=900)
-
-    return run
+    return ansible_run.player(tmp_path_factory.mktemp("beside"))
 
 
 def all_databases(stack):

@@ -55,18 +55,9 @@ def inventory(tmp_path_factory):
 @pytest.fixture(scope="module")
 def play(inventory, tmp_path_factory):
     """Run a playbook with ansible's default (text) output, as a user sees it."""
-    home = tmp_path_factory.mktemp("restore-ansible") / "ansible-home"
-
-    def run(playbook, extra_vars, check=False, timeout=600):
-        return ansible_run.run_playbook(inventory, playbook, extra_vars, check=check, callback=ansible_run.TEXT,
-                                        home=home, timeout=timeout)
-
-    return run
+    return ansible_run.player(tmp_path_factory.mktemp("restore-ansible"), inventory=inventory, timeout=600)
 
 
-def one_line(text):
-    """Ansible's YAML output folds long messages: compare on single spaces."""
-    return " ".join(text.replace("'", " ").replace('"', " ").split())
 
 
 def started_at(container):
@@ -156,7 +147,7 @@ def test_docker_round_trip(docker_stack, play, tmp_path):
         before = {c: started_at(c) for c in (stack.containers["server"], stack.containers["worker"])}
         run = play(RESTORE, docker_vars(stack, dest, authentik_restore_components=components), check=True)
         assert run.rc == 0, run.explain()
-        out = one_line(run.stdout)
+        out = ansible_run.one_line(run.stdout)
         assert "Check mode: nothing is changed. The restore would do this:" in out
         assert f"stops: containers {stack.containers['server']}, {stack.containers['worker']}" in out
         assert f"restores postgres.sql.zst into the database {stack.pg_container}" in out
@@ -245,7 +236,7 @@ def test_refusals_change_nothing(stack_current, play, tmp_path):
             run = play(RESTORE, docker_vars(stack, dest, authentik_restore_from=str(set_dir),
                                             authentik_restore_confirm=confirm))
             assert run.rc != 0, run.explain()
-            out = one_line(run.stdout)
+            out = ansible_run.one_line(run.stdout)
             for text in expected + [NOT_CHANGED]:
                 assert text in out, f"{set_dir.name}: {text!r} not in the output\n{run.explain()}"
             assert "Stop authentik's server and worker" not in run.stdout, set_dir.name
@@ -322,7 +313,7 @@ def test_k8s_round_trip(k8s, play, tmp_path, stack):
 
     run = play(RESTORE, k8s_vars(k8s, stack, dest), check=True)
     assert run.rc == 0, run.explain()
-    out = one_line(run.stdout)
+    out = ansible_run.one_line(run.stdout)
     assert "Check mode: nothing is changed." in out
     assert "stops: scales Deployment" in out and "to 0 replicas" in out
     assert "skips config: not in authentik_restore_components" in out
@@ -335,4 +326,4 @@ def test_k8s_round_trip(k8s, play, tmp_path, stack):
         running, _since = started_at(k8s.container(stack, component))
         assert running, f"{component} of {spec['release']} does not run after the restore"
     if stack == "legacy":
-        assert "Redis restarts: SHUTDOWN NOSAVE" in one_line(run.stdout)
+        assert "Redis restarts: SHUTDOWN NOSAVE" in ansible_run.one_line(run.stdout)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -49,20 +48,9 @@ def stack_target(images):  # pylint: disable=unused-argument
 
 @pytest.fixture(scope="module")
 def play(tmp_path_factory):
-    base = tmp_path_factory.mktemp("upgrade")
-    inventory = base / "hosts.yml"
-    inventory.write_text("authentik:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
-                         f"      ansible_python_interpreter: {sys.executable}\n")
-
-    def run(playbook, extra_vars, check=False):
-        return ansible_run.run_playbook(inventory, playbook, extra_vars, check=check, callback=ansible_run.TEXT,
-                                        home=base / "ansible-home", timeout=900)
-
-    return run
+    return ansible_run.player(tmp_path_factory.mktemp("upgrade"))
 
 
-def one_line(text):
-    return " ".join(text.replace("'", " ").replace('"', " ").split())
 
 
 def docker_vars(stack, dest, **more):
@@ -107,7 +95,7 @@ def with_version(set_dir, tmp_path, version):
 
 def assert_refused(run, expected, containers, before):
     assert run.rc != 0, run.explain()
-    out = one_line(run.stdout)
+    out = ansible_run.one_line(run.stdout)
     for text in expected + [NOT_CHANGED]:
         assert text in out, f"{text!r} not in the output\n{run.explain()}"
     assert "Stop authentik's server and worker" not in run.stdout
@@ -139,7 +127,7 @@ def test_refusals_across_releases(stack_target, stack_legacy, play, tmp_path):
                                     authentik_restore_force_version=True), check=True)
     assert run.rc == 0, run.explain()
     assert "version mismatch restored anyway (authentik_restore_force_version): set 2026.2.1, deployment 2026.2.2" \
-        in one_line(run.stdout)
+        in ansible_run.one_line(run.stdout)
 
     # the current layout's set into the legacy deployment: a downgrade, whatever the switch says
     legacy_watched = (stack_legacy.containers["server"], stack_legacy.containers["worker"], stack_legacy.pg_container)
@@ -169,7 +157,7 @@ def test_legacy_set_upgrades_into_the_current_layout(stack_target, stack_legacy,
 
     run = play(RESTORE, restore_vars, check=True)
     assert run.rc == 0, run.explain()
-    out = one_line(run.stdout)
+    out = ansible_run.one_line(run.stdout)
     assert "upgrade: from authentik 2025.2.4 to 2026.2.2" in out
     assert f"restores media.tar.zst into /data/media of {target.containers['server']}" in out
     assert "the set has it as /media, which this release keeps there" in out
@@ -178,7 +166,7 @@ def test_legacy_set_upgrades_into_the_current_layout(stack_target, stack_legacy,
 
     run = play(RESTORE, dict(restore_vars, authentik_restore_confirm=True))
     assert run.rc == 0, run.explain()
-    out = one_line(run.stdout)
+    out = ansible_run.one_line(run.stdout)
     assert ("Upgrade: the set was made from authentik 2025.2.4 (release 2025.2), the deployment runs authentik "
             "2026.2.2 (release 2026.2)") in out
     after = state(target)

@@ -8,6 +8,9 @@ Every run uses the venv that runs pytest (its ``ansible-playbook`` / ``ansible``
 
 - ``run_playbook(inventory, playbook, *extra_vars, ...)`` -> ``Run``; ``start_playbook`` starts one in the background.
 - ``run_module(module, check_mode=False, **args)`` -> (its result, ``Run``): one module on localhost.
+- ``local_inventory(path)`` writes the inventory most tests use (localhost in group ``authentik``, local connection);
+  ``player(base)`` returns ``play(playbook, *extra_vars, check=False, timeout=900) -> Run`` on it, with ansible's
+  text output and its own ANSIBLE_HOME under ``base``.
 
 With the JSON callback (the default, ``callback=JSON``) a ``Run`` holds the task results; ``callback=TEXT`` keeps
 ansible's default output, for tests that read what a user sees (folded messages, ``-vvv``).
@@ -190,3 +193,35 @@ def run_module(module, check_mode=False, home=None, unset=(), timeout=600, **arg
     if not results:
         raise AssertionError(f"no result of {name} in ansible's output: {run.explain()}")
     return results[0], run
+
+
+def local_inventory(path, group="authentik", host_vars=None, extra=""):
+    """Write an inventory of ``localhost`` (local connection, this venv's python) in ``group``; returns ``path``.
+
+    ``host_vars`` (a dict) are added to localhost; ``extra`` is YAML text appended as it is (more groups).
+    """
+    path = Path(path)
+    lines = [f"{group}:", "  hosts:", "    localhost:", "      ansible_connection: local",
+             f"      ansible_python_interpreter: {sys.executable}"]
+    lines += [f"      {key}: {json.dumps(value)}" for key, value in (host_vars or {}).items()]
+    path.write_text("\n".join(lines) + "\n" + extra)
+    return path
+
+
+def player(base, callback=TEXT, inventory=None, timeout=900):
+    """A playbook runner on ``local_inventory`` (or ``inventory``) with its own ANSIBLE_HOME, under dir ``base``."""
+    base = Path(base)
+    base.mkdir(parents=True, exist_ok=True)
+    inventory = inventory or local_inventory(base / "hosts.yml")
+
+    def play(playbook, *extra, check=False, timeout=timeout, verbose=False, unset=()):
+        return run_playbook(inventory, playbook, *extra, check=check, verbose=verbose, callback=callback,
+                            home=base / "ansible-home", unset=unset, timeout=timeout)
+
+    play.inventory = inventory
+    return play
+
+
+def one_line(text):
+    """Ansible's text output folds long messages and quotes them: compare on single spaces, without quotes."""
+    return " ".join(text.replace("'", " ").replace('"', " ").split())
