@@ -32,7 +32,7 @@ if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
 
 import skip_policy  # noqa: E402  pylint: disable=wrong-import-position
-from testbed import paths, proof, stacks  # noqa: E402  pylint: disable=wrong-import-position
+from testbed import ansible_run, paths, proof, stacks  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def pytest_configure(config):
@@ -113,6 +113,12 @@ def _proof_cleanup():
         proof.cleanup_prefix(proof.SESSION_PREFIX)
     except Exception as exc:  # pylint: disable=broad-exception-caught
         print(f"proof cleanup failed: {exc}", file=sys.stderr)
+
+
+@pytest.fixture(scope="session")
+def inventory(tmp_path_factory):
+    """The inventory most playbook runs use: localhost in group authentik, local connection, this venv's python."""
+    return ansible_run.local_inventory(tmp_path_factory.mktemp("inventory") / "hosts.yml")
 
 
 @pytest.fixture

@@ -55,8 +55,6 @@ def play(tmp_path_factory):
     return ansible_run.player(tmp_path_factory.mktemp("s3media"))
 
 
-
-
 def test_backup_records_media_in_s3(stack_s3, play, tmp_path):
     dest = tmp_path / "backups"
     run_vars = {"authentik_backup_dest": str(dest), "authentik_backup_compose_project": stack_s3.project}

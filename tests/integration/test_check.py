@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -31,14 +30,6 @@ def s3(tmp_path_factory):
     with moto_server(tmp_path_factory.mktemp("moto-check-b5"), **CREDENTIALS) as (endpoint, client):
         client.create_bucket(Bucket=BUCKET)
         yield endpoint, client
-
-
-@pytest.fixture(scope="module")
-def inventory(tmp_path_factory):
-    path = tmp_path_factory.mktemp("check-inventory") / "hosts.yml"
-    path.write_text("authentik:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
-                    f"      ansible_python_interpreter: {sys.executable}\n")
-    return path
 
 
 def run_module(module, **args):

@@ -131,14 +131,6 @@ def test_extract_local_never_follows_a_symlink_in_the_destination(tmp_path):
 # --- end to end: encrypted backup of the current stack, config restore -------------------------------------------
 
 @pytest.fixture(scope="module")
-def inventory(tmp_path_factory):
-    path = tmp_path_factory.mktemp("inventory-cr") / "hosts.yml"
-    path.write_text("authentik:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
-                    f"      ansible_python_interpreter: {sys.executable}\n")
-    return path
-
-
-@pytest.fixture(scope="module")
 def keys(tmp_path_factory):
     age = collection_utils("_age")
     identity, recipient = age.generate_identity()

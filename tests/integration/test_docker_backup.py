@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import stat
-import sys
 import tarfile
 from pathlib import Path
 
@@ -25,23 +24,10 @@ from testbed._docker import docker
 
 REPO = paths.REPO_ROOT
 PLAYBOOK = REPO / "playbooks" / "backup.yml"
-VENV_PYTHON = Path(sys.executable)
 STACK_FIXTURES = ["stack_current", "stack_legacy", "stack_alpine"]
 
 
 # --- running the playbook ---------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def inventory(tmp_path_factory):
-    path = tmp_path_factory.mktemp("inventory") / "hosts.yml"
-    path.write_text(
-        "authentik:\n"
-        "  hosts:\n"
-        "    localhost:\n"
-        "      ansible_connection: local\n"
-        f"      ansible_python_interpreter: {VENV_PYTHON}\n")
-    return path
-
 
 @pytest.fixture(scope="module")
 def run_backup(inventory):

@@ -31,14 +31,6 @@ METADATA = {"manifest.json", "report.json"}  # descriptions of the set, written 
 
 
 @pytest.fixture(scope="module")
-def inventory(tmp_path_factory):
-    path = tmp_path_factory.mktemp("inventory-en") / "hosts.yml"
-    path.write_text("authentik:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
-                    f"      ansible_python_interpreter: {sys.executable}\n")
-    return path
-
-
-@pytest.fixture(scope="module")
 def keys(tmp_path_factory):
     """(identity file, identity, recipient) of the right key and a wrong identity file (made by our own _age)."""
     if str(REPO / ".collections") not in sys.path:

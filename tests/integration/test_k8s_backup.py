@@ -27,15 +27,6 @@ from testbed import ansible_run, proof  # noqa: E402  pylint: disable=wrong-impo
 from testbed._docker import docker  # noqa: E402
 
 PLAYBOOK = ansible_run.REPO / "playbooks" / "backup.yml"
-VENV_PYTHON = sys.executable
-
-
-@pytest.fixture(scope="module")
-def inventory(tmp_path_factory):
-    path = tmp_path_factory.mktemp("k8s-inventory") / "hosts.yml"
-    path.write_text("authentik:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
-                    f"      ansible_python_interpreter: {VENV_PYTHON}\n")
-    return str(path)
 
 
 def playbook(k8s, inventory, dest, *extra, namespace=None, release=None, check=False, verbose=False):

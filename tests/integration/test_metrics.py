@@ -13,10 +13,8 @@ from __future__ import annotations
 import datetime
 import json
 import stat
-import sys
 from pathlib import Path
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from testbed import ansible_run, paths
@@ -24,14 +22,6 @@ from testbed import ansible_run, paths
 PLAYBOOK = paths.REPO_ROOT / "playbooks" / "backup.yml"
 PG_ONLY = '{"authentik_backup_components": ["postgres"]}'
 OTHER = 'authentik_backup_complete_sets{host="akbt-b5-other",dest="/srv/other",prefix="authentik"} 4\n'
-
-
-@pytest.fixture(scope="module")
-def inventory(tmp_path_factory):
-    path = tmp_path_factory.mktemp("metrics-inventory") / "hosts.yml"
-    path.write_text("authentik:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
-                    f"      ansible_python_interpreter: {sys.executable}\n")
-    return path
 
 
 def now():

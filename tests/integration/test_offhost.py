@@ -62,11 +62,9 @@ def role_run(stack_current, s3, tmp_path_factory):
     endpoint, _client = s3
     base = tmp_path_factory.mktemp("offhost-en")
     inventory = base / "hosts.yml"
-    inventory.write_text(
-        "authentik:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
-        f"      ansible_python_interpreter: {sys.executable}\n"
+    ansible_run.local_inventory(inventory, extra=(
         "peers:\n  hosts:\n    akbt-en-peer:\n      ansible_connection: local\n"
-        f"      ansible_python_interpreter: {sys.executable}\n")
+        f"      ansible_python_interpreter: {sys.executable}\n"))
     dest, controller, peer = base / "backups", base / "controller", base / "peer"
     extra = {"authentik_backup_dest": str(dest), "authentik_backup_compose_project": stack_current.project,
              "authentik_backup_fetch_dest": str(controller), "authentik_backup_copy_to_host": "akbt-en-peer",

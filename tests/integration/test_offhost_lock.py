@@ -15,7 +15,6 @@ import datetime
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -232,8 +231,7 @@ def test_prune_keeps_the_newest_and_never_removes_what_is_locked(bucket_sets):
 def test_role_locks_copies_and_skips_locked_sets_in_retention(stack_current, s3, tmp_path):
     endpoint, client = s3
     inventory = tmp_path / "hosts.yml"
-    inventory.write_text("authentik:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
-                         f"      ansible_python_interpreter: {sys.executable}\n")
+    ansible_run.local_inventory(inventory)
     dest = tmp_path / "backups"
     extra = {"authentik_backup_dest": str(dest), "authentik_backup_compose_project": stack_current.project,
              "authentik_backup_components": ["postgres"], "authentik_backup_keep_last": 1,

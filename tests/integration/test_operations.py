@@ -38,18 +38,6 @@ PG_ONLY = '{"authentik_backup_components": ["postgres"]}'
 REPORT = "authentik_backup_report"
 
 
-@pytest.fixture(scope="module")
-def inventory(tmp_path_factory):
-    path = tmp_path_factory.mktemp("inventory") / "hosts.yml"
-    path.write_text(
-        "authentik:\n"
-        "  hosts:\n"
-        "    localhost:\n"
-        "      ansible_connection: local\n"
-        f"      ansible_python_interpreter: {VENV_PYTHON}\n")
-    return path
-
-
 def _extra(dest, project, extra):
     """The extra vars of a backup run: dest and project (when given), then the test's own, in order."""
     head = [f"authentik_backup_dest={dest}"] if dest is not None else []

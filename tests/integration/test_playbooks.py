@@ -25,14 +25,6 @@ REPO = paths.REPO_ROOT
 PG_ONLY = json.dumps({"authentik_backup_components": ["postgres"]})
 
 
-@pytest.fixture(scope="module")
-def inventory(tmp_path_factory):
-    path = tmp_path_factory.mktemp("inventory-pb") / "hosts.yml"
-    path.write_text("authentik:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
-                    f"      ansible_python_interpreter: {sys.executable}\n")
-    return path
-
-
 def parsed(proc):
     """(stats, [(task name, host result)]) of a run with the json callback."""
     data = json.loads(proc.stdout[proc.stdout.index("{"):])

@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import stat
-import sys
 import tarfile
 from pathlib import Path
 
@@ -32,14 +31,6 @@ from testbed.ansible_run import results_of, run_playbook
 
 REPO = paths.REPO_ROOT
 FOREIGN = "/etc/akbt-b1-foreign.conf"
-
-
-@pytest.fixture(name="inventory", scope="module")
-def fixture_inventory(tmp_path_factory):
-    path = tmp_path_factory.mktemp("inventory-dest") / "hosts.yml"
-    path.write_text("authentik:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
-                    f"      ansible_python_interpreter: {sys.executable}\n")
-    return path
 
 
 def explain(proc):

@@ -36,7 +36,6 @@ from testbed import ansible_run, paths, proof  # noqa: E402  pylint: disable=wro
 from testbed._docker import docker  # noqa: E402  pylint: disable=wrong-import-position
 
 REPO = paths.REPO_ROOT
-VENV_PYTHON = Path(sys.executable)
 BACKUP = REPO / "playbooks" / "backup.yml"
 RESTORE = REPO / "playbooks" / "restore.yml"
 NOT_CHANGED = "Nothing was stopped or changed"
@@ -45,19 +44,9 @@ NOT_CHANGED = "Nothing was stopped or changed"
 # --- running the playbooks ----------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def inventory(tmp_path_factory):
-    path = tmp_path_factory.mktemp("restore-inventory") / "hosts.yml"
-    path.write_text("authentik:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
-                    f"      ansible_python_interpreter: {VENV_PYTHON}\n")
-    return str(path)
-
-
-@pytest.fixture(scope="module")
 def play(inventory, tmp_path_factory):
     """Run a playbook with ansible's default (text) output, as a user sees it."""
     return ansible_run.player(tmp_path_factory.mktemp("restore-ansible"), inventory=inventory, timeout=600)
-
-
 
 
 def started_at(container):

@@ -51,8 +51,6 @@ def play(tmp_path_factory):
     return ansible_run.player(tmp_path_factory.mktemp("upgrade"))
 
 
-
-
 def docker_vars(stack, dest, **more):
     return dict({"authentik_backup_dest": str(dest), "authentik_backup_compose_project": stack.project}, **more)
 

@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -43,14 +42,6 @@ def new_key(private_format):
 def fixture_keys():
     # the format of `ssh-keygen -t ed25519` and of `openssl genpkey -algorithm ed25519`
     return dict(old=new_key(serialization.PrivateFormat.OpenSSH), new=new_key(serialization.PrivateFormat.PKCS8))
-
-
-@pytest.fixture(name="inventory", scope="module")
-def fixture_inventory(tmp_path_factory):
-    path = tmp_path_factory.mktemp("inventory-signed") / "hosts.yml"
-    path.write_text("authentik:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
-                    f"      ansible_python_interpreter: {sys.executable}\n")
-    return path
 
 
 def explain(proc):

@@ -12,23 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
-
-import pytest
 
 from testbed import paths, proof, stacks
 from testbed.ansible_run import run_playbook
 
 REPO = paths.REPO_ROOT
-
-
-@pytest.fixture(scope="module")
-def inventory(tmp_path_factory):
-    path = tmp_path_factory.mktemp("inventory-smoke") / "hosts.yml"
-    path.write_text("authentik:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
-                    f"      ansible_python_interpreter: {sys.executable}\n")
-    return path
 
 
 def state(stack):

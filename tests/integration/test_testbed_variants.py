@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import yaml
 
-from testbed import paths, proof, stacks
+from testbed import ansible_run, paths, proof, stacks
 from testbed._docker import docker, inspect
 from testbed.ansible_run import run_playbook
 
@@ -90,12 +89,7 @@ def test_alpine_uids(stack_alpine):
 
 
 def _inventory(tmp_path):
-    path = tmp_path / "hosts.yml"
-    path.write_text(
-        "authentik:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
-        f"      ansible_python_interpreter: {sys.executable}\n"
-    )
-    return path
+    return ansible_run.local_inventory(tmp_path / "hosts.yml")
 
 
 def test_postgres_17_stack_holds_the_sample_data(images, tmp_path):  # pylint: disable=unused-argument
