@@ -83,8 +83,9 @@ integration: venv collections-link ## pytest tests/integration against the Docke
 	else \
 		if [ -x tests/testbed/engine.sh ]; then tests/testbed/engine.sh; fi; \
 		bash tests/testbed/images.sh && bash tests/testbed/images-variants.sh && \
+		AKBT_DURATIONS_OUT=tests/output/durations.json \
 		python -m pytest --import-mode=importlib -p no:cacheprovider $(if $(filter-out 0 1,$(INTEGRATION_WORKERS)),\
-			-n $(INTEGRATION_WORKERS) --dist loadfile) tests/integration $(PYTEST_ARGS); \
+			-n $(INTEGRATION_WORKERS) --dist loadfile --no-loadscope-reorder) tests/integration $(PYTEST_ARGS); \
 	fi
 
 # One older ansible-core: its venv (kept: .PRECIOUS), then sanity, unit tests and MATRIX_TESTS run with it.

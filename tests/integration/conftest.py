@@ -14,9 +14,11 @@ Skips are counted and, with CI=true, fail the run unless tests/skip-allowlist.tx
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -37,6 +39,51 @@ from testbed import ansible_run, paths, proof, stacks  # noqa: E402  pylint: dis
 
 def pytest_configure(config):
     skip_policy.register(config)
+
+
+# --- order: the longest files first, so that parallel workers (make integration) end together ----------------------
+DURATIONS = Path(__file__).resolve().parent / "durations.json"
+_SPENT = defaultdict(float)
+
+
+def _weights():
+    """Seconds per file from durations.json; files not listed weigh as much as the longest listed one."""
+    try:
+        known = {k: v for k, v in json.loads(DURATIONS.read_text()).items() if not k.startswith("_")}
+    except (OSError, ValueError):
+        known = {}
+    return known, max(known.values(), default=0)
+
+
+def pytest_collection_modifyitems(items):
+    """Run files longest first (stable within a file); pytest-xdist keeps this order with --no-loadscope-reorder.
+
+    Every worker collects the same order: it depends only on the file names and durations.json.
+    """
+    known, default = _weights()
+    order = {}
+    for item in items:
+        order.setdefault(item.path.name, len(order))
+    items.sort(key=lambda item: (-known.get(item.path.name, default), order[item.path.name]))
+
+
+def pytest_runtest_logreport(report):
+    if not hasattr(report, "fspath"):
+        return
+    _SPENT[Path(report.fspath).name] += report.duration
+
+
+def pytest_sessionfinish(session):
+    """With AKBT_DURATIONS_OUT=file, write the seconds each file took (summed over setup, call and teardown)."""
+    out = os.environ.get("AKBT_DURATIONS_OUT")
+    if not out or os.environ.get("PYTEST_XDIST_WORKER") or not _SPENT:
+        return
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps({k: round(v) for k, v in sorted(_SPENT.items())}, indent=2) + "\n")
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter:
+        reporter.ensure_newline()
+        reporter.write_line(f"durations per file: {out}")
 
 
 @pytest.fixture(scope="session")
