@@ -5,7 +5,8 @@
 
 Real runs of playbooks/backup.yml against the test bed's current stack (database only, to stay quick): a success,
 then a failure (a database role that does not exist), then a check-mode run whose metrics directory is missing.
-The file is read with prometheus_client's parser, the reference parser of the text exposition format.
+The file is read with prometheus_client's parser, the reference parser of the text exposition format, then by a real
+node_exporter (textfile collector), and the alert rules of docs/prometheus/ are evaluated on its series by promtool.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from testbed import ansible_run, paths
+from testbed import ansible_run, paths, prom
 
 PLAYBOOK = paths.REPO_ROOT / "playbooks" / "backup.yml"
 PG_ONLY = '{"authentik_backup_components": ["postgres"]}'
 OTHER = 'authentik_backup_complete_sets{host="akbt-b5-other",dest="/srv/other",prefix="authentik"} 4\n'
+RULES = paths.REPO_ROOT / "docs" / "prometheus" / "authentik-backup.rules.yml"
+SET_AT = 600  # promtool's clock starts at 0: the set is made 10 minutes in
 
 
 def now():
@@ -44,6 +47,50 @@ def read_metrics(path):
 def series(values, dest):
     return {name: value for (name, host, where, prefix), value in values.items()
             if host == "localhost" and where == str(dest) and prefix == "authentik"}
+
+
+def exported(textfile_dir, dest):
+    """What a real node_exporter exports from the directory: the series of ``dest`` (text lines) and its mtime line."""
+    text = prom.scrape(textfile_dir)
+    assert "node_textfile_scrape_error 0" in text.splitlines(), text
+    mine = [line for line in text.splitlines() if line.startswith("authentik_backup_") and f'dest="{dest}"' in line]
+    mtime = [line for line in text.splitlines() if line.startswith("node_textfile_mtime_seconds{")]
+    assert mine and len(mtime) == 1, text
+    return mine, mtime[0]
+
+
+def alert_series(lines, mtime_line):
+    """promtool input series from node_exporter's lines; the set's time is moved to SET_AT on promtool's clock."""
+    series = []
+    for line in lines + [mtime_line]:
+        selector, value = line.rsplit(" ", 1)
+        if selector.startswith("authentik_backup_last_set_timestamp_seconds"):
+            value = SET_AT
+        series.append((selector, f"{float(value):g}+0x1800"))  # constant for 30 hours of 1-minute samples
+    return series
+
+
+def expected_alerts(labels, success):
+    """The alert_rule_test cases for a set made at SET_AT by a run that succeeded or not (labels of its series)."""
+    host, dest = labels["host"], labels["dest"]
+    too_old = [{"exp_labels": dict(labels, severity="critical"),
+                "exp_annotations": {"summary": f"No complete authentik backup of {host} in 26 h",
+                                    "description": f"The newest complete set in {dest} ({labels['prefix']}) is "
+                                                   f"{prom.humanize_duration(27 * 3600 - SET_AT)} old."}}]
+    failed = [{"exp_labels": dict(labels, severity="warning"),
+               "exp_annotations": {"summary": f"The last authentik backup run of {host} failed",
+                                   "description": f"See {dest}/last-failure.json on {host}."}}]
+    return [{"eval_time": "1h", "alertname": "AuthentikBackupTooOld", "exp_alerts": []},
+            {"eval_time": "27h", "alertname": "AuthentikBackupTooOld", "exp_alerts": too_old},
+            {"eval_time": "1h", "alertname": "AuthentikBackupFailed", "exp_alerts": [] if success else failed},
+            {"eval_time": "2h", "alertname": "AuthentikBackupMetricsMissing", "exp_alerts": []}]
+
+
+def assert_alerts(textfile_dir, dest, success, tmp):
+    lines, mtime = exported(textfile_dir, dest)
+    labels = {"host": "localhost", "dest": str(dest), "prefix": "authentik"}
+    status, output = prom.promtool_test(RULES, alert_series(lines, mtime), expected_alerts(labels, success), tmp)
+    assert status == 0, output
 
 
 def test_metrics_after_success_then_failure(stack_current, inventory, tmp_path):
@@ -77,6 +124,7 @@ def test_metrics_after_success_then_failure(stack_current, inventory, tmp_path):
     assert stat.S_IMODE(metrics.stat().st_mode) == 0o644
     assert sorted(p.name for p in textfile_dir.iterdir()) == ["authentik_backup.prom"]  # no temporary file left
     success_at = mine["authentik_backup_last_success_timestamp_seconds"]
+    assert_alerts(textfile_dir, dest, True, tmp_path)
 
     started = now()
     bad = ansible_run.run_playbook(inventory, PLAYBOOK, *common, "authentik_backup_postgres_user=akbt_no_such_role")
@@ -93,6 +141,25 @@ def test_metrics_after_success_then_failure(stack_current, inventory, tmp_path):
     failure = json.loads((dest / "last-failure.json").read_text())
     assert failure["status"] == "failed"
     assert sorted(p.name for p in textfile_dir.iterdir()) == ["authentik_backup.prom"]
+    assert_alerts(textfile_dir, dest, False, tmp_path)
+
+
+def test_alert_rules_see_a_missing_metrics_file(tmp_path):
+    """Without the file (or with node_exporter failing to read it) only AuthentikBackupMetricsMissing fires."""
+    empty = tmp_path / "textfile"
+    empty.mkdir()
+    assert "node_textfile_mtime_seconds{" not in prom.scrape(empty)
+    cases = [{"eval_time": "30m", "alertname": "AuthentikBackupMetricsMissing", "exp_alerts": []},
+             {"eval_time": "2h", "alertname": "AuthentikBackupMetricsMissing",
+              "exp_alerts": [{"exp_labels": {"severity": "warning"},
+                              "exp_annotations": {"summary": "node_exporter does not read the authentik backup metrics"}}]}]
+    status, output = prom.promtool_test(RULES, [("node_textfile_scrape_error", "0+0x200")], cases, tmp_path)
+    assert status == 0, output
+    broken = [("node_textfile_scrape_error", "1+0x200"),
+              ('node_textfile_mtime_seconds{file="/x/authentik_backup.prom"}', "1+0x200")]
+    cases[1]["exp_alerts"][0]["exp_labels"] = {"severity": "warning"}
+    status, output = prom.promtool_test(RULES, broken, cases, tmp_path)
+    assert status == 0, output
 
 
 def test_unwritable_metrics_file_is_a_warning_not_a_failed_backup(stack_current, inventory, tmp_path):

@@ -24,6 +24,8 @@ packages=(
     docker.io mmdebstrap zstd postgresql-client redis-tools
     # interop tests of the age encryption (the reference age binary)
     age
+    # the metrics file read by a real node_exporter, the alert rules evaluated by promtool
+    prometheus prometheus-node-exporter
 )
 if [[ -n ${AKBT_BOOTSTRAP_PACKAGES:-} ]]; then
     read -r -a packages <<<"$AKBT_BOOTSTRAP_PACKAGES"
