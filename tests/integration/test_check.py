@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -127,6 +128,31 @@ def test_corrupted_set_fails(inventory, world):
     run, summary = check(inventory, dict(extra, authentik_backup_s3={}, authentik_backup_fetch_dest=""))
     assert run.rc != 0 and "localhost: FAILED" in summary, run.explain()
     assert f"the set {local.name} does not verify" in run.failure() and "files.tar.gz" in run.failure(), run.failure()
+
+
+def test_copy_on_another_host_is_checked(world, tmp_path):
+    """authentik_backup_copy_to_host / _path: the copy on another inventory host is verified there."""
+    local, _client, _key, _controller, extra = world
+    peer = "akbt-check-peer"
+    inventory = ansible_run.local_inventory(tmp_path / "peer-hosts.yml", extra=(
+        f"peers:\n  hosts:\n    {peer}:\n      ansible_connection: local\n"
+        f"      ansible_python_interpreter: {sys.executable}\n"))
+    copies = tmp_path / "peer"
+    shutil.copytree(local, copies / "localhost" / local.name)
+    extra = dict(extra, authentik_backup_s3={}, authentik_backup_fetch_dest="", authentik_backup_copy_to_host=peer,
+                 authentik_backup_copy_to_path=str(copies))
+    run, summary = check(inventory, extra)
+    assert run.rc == 0, run.explain()
+    assert f"copies checked: {peer}" in summary, summary
+    with open(copies / "localhost" / local.name / "more.tar", "r+b") as handle:
+        handle.seek(600)
+        handle.write(b"X")
+    run, summary = check(inventory, extra)
+    assert run.rc != 0 and "localhost: FAILED" in summary, run.explain()
+    assert f"the copy on {peer} is missing or differs" in run.failure() and "more.tar" in run.failure(), run.failure()
+    shutil.rmtree(copies / "localhost" / local.name)
+    run, _summary = check(inventory, extra)
+    assert run.rc != 0 and f"the copy on {peer} is missing or differs" in run.failure(), run.explain()
 
 
 def test_no_set_at_all_fails(inventory, tmp_path):
