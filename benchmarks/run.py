@@ -17,7 +17,11 @@ then measures, several rounds each (the order rotates every round; medians are r
 * peak RSS (VmHWM) of the module process at ``--sizes`` (MiB of dump);
 * the Kubernetes transport (through the test API server, tests/testbed/k8s) against the Docker exec transport and
   against Docker's default (the helper), same data;
-* a whole role run (playbooks/backup.yml) on the stack: wall time, each part's time, Ansible overhead.
+* a whole role run (playbooks/backup.yml) on the stack: wall time, each part's time, Ansible overhead;
+* the PostgreSQL restore of the same dump: the raw ``docker exec -i <pg> psql < dump`` (the docs' way, in place)
+  against ``postgres_restore`` in place (``state: restored``) and all-or-nothing (``state: staged``, which loads
+  beside the live data and proves every table, then ``state: swapped``; the kept previous data is dropped after each
+  round, outside the time).
 
 Prints a table of ratios and writes the raw figures as JSON to benchmarks/results/<UTC timestamp>.json.
 Timings depend on the machine and its load: compare ratios from one run, never absolute numbers between machines.
@@ -170,6 +174,35 @@ class Bench:
         return dict(seconds=elapsed, raw_size=result["raw_size"], size=result["size"],
                     module_duration=result["duration"], maxrss_kib=result["maxrss_kib"], method=result.get("method"))
 
+    # restores of one dump (made once by restore_source) -------------------------------------------------------
+    def restore_source(self):
+        self.restore_src = self.workdir / "restore-src.sql"
+        with open(self.restore_src, "wb") as handle:
+            subprocess.run(["docker", "exec", self.pg, *self.dump_args], stdout=handle, check=True)
+        self.journal = self.workdir / "journal"
+        return self.restore_src.stat().st_size
+
+    def raw_restore(self):
+        start = time.monotonic()
+        with open(self.restore_src, "rb") as src:
+            subprocess.run(["docker", "exec", "-i", self.pg, "psql", "-X", "-q", "-U", self.user, "-d", "postgres"],
+                           stdin=src, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+        return dict(seconds=time.monotonic() - start)
+
+    def ours_restore_in_place(self):
+        elapsed, _result = self.run_module("postgres_restore", dict(container=self.pg, src=str(self.restore_src)))
+        return dict(seconds=elapsed)
+
+    def ours_restore_all_or_nothing(self):
+        common = dict(container=self.pg, journal_dir=str(self.journal))
+        staged_time, staged = self.run_module("postgres_restore", dict(common, src=str(self.restore_src),
+                                                                       state="staged"))
+        swap_time, _swapped = self.run_module("postgres_restore", dict(common, state="swapped",
+                                                                        run_id=staged["run_id"]))
+        self.run_module("postgres_restore", dict(common, state="cleaned", run_id=staged["run_id"]))
+        return dict(seconds=staged_time + swap_time, staged_seconds=staged_time, swap_seconds=swap_time,
+                    proof=staged.get("proof"))
+
     def run_module(self, name, args):
         """Run a module of the collection in a child process (as Ansible runs it, minus Ansible), through
         os.wait4 to read the child's own peak RSS; returns the wall time and the module's result."""
@@ -241,6 +274,22 @@ def section_dump(bench, rounds):
         entry["bytes_written_inside"] = max((written.get(name) or {}).values() or [0])
         summary[name] = entry
     return dict(rounds=raw, median=summary, written_inside=written)
+
+
+def section_restore(bench, rounds):
+    size = bench.restore_source()
+    ways = {"raw_psql_in_place": bench.raw_restore, "ours_in_place": bench.ours_restore_in_place,
+            "ours_all_or_nothing": bench.ours_restore_all_or_nothing}
+    names = list(ways)
+    raw = {name: [] for name in names}
+    for rnd in range(rounds):
+        for name in names[rnd % len(names):] + names[:rnd % len(names)]:
+            figures = ways[name]()
+            raw[name].append(figures)
+            log(f"round {rnd + 1}/{rounds} restore {name}: {figures['seconds']:.2f} s")
+    bench.restore_src.unlink()
+    return dict(dump_size=size, rounds=raw, median={name: {"seconds": median([r["seconds"] for r in runs])}
+                                                    for name, runs in raw.items()})
 
 
 def section_codecs(bench, size_mib):
@@ -418,6 +467,12 @@ def ratios(report):
         if "docker_helper" in k8s:
             add("kubernetes exec transport throughput / docker default (helper)",
                 k8s["docker_helper"]["seconds"] / k8s["kubernetes"]["seconds"])
+    restore = (report.get("restore") or {}).get("median")
+    if restore:
+        raw = restore["raw_psql_in_place"]["seconds"]
+        add("restore in place (postgres_restore) throughput / raw psql", raw / restore["ours_in_place"]["seconds"])
+        value = raw / restore["ours_all_or_nothing"]["seconds"]
+        add("restore all-or-nothing (staged + proof + swap) throughput / raw psql", value, ">= 0.9", value >= 0.9)
     role = (report.get("role") or {}).get("median")
     if role:
         add("role run: wall time", role["wall"], unit="s")
@@ -472,7 +527,7 @@ def main(argv=None):
     parser.add_argument("--size-mb", type=int, default=1024, help="MiB of dump of the main database (default 1024)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each measure (median reported)")
     parser.add_argument("--sizes", default="256,2048", help="MiB of dump for the peak-RSS measure (comma list)")
-    parser.add_argument("--skip", default="", help="sections to skip: dump,codecs,rss,k8s,role (comma list)")
+    parser.add_argument("--skip", default="", help="sections to skip: dump,codecs,rss,k8s,role,restore (comma list)")
     parser.add_argument("--project", default="akbt-bench", help="Compose project of the bench stack (akbt...)")
     parser.add_argument("--keep", action="store_true", help="leave the stack up afterwards (and reuse one)")
     parser.add_argument("--output", help="JSON file to write (default benchmarks/results/<UTC timestamp>.json)")
@@ -507,6 +562,8 @@ def main(argv=None):
                 report["k8s"] = section_k8s(bench, args.rounds)
             if "role" not in skip:
                 report["role"] = section_role(bench, max(1, min(args.rounds, 3)))
+            if "restore" not in skip:
+                report["restore"] = section_restore(bench, args.rounds)
             if "rss" not in skip:
                 report["rss"] = section_rss(bench, sizes, args.size_mb, args.keep)
         finally:
