@@ -195,10 +195,9 @@ class Bench:
 
     def ours_restore_all_or_nothing(self):
         common = dict(container=self.pg, journal_dir=str(self.journal))
-        staged_time, staged = self.run_module("postgres_restore", dict(common, src=str(self.restore_src),
-                                                                       state="staged"))
-        swap_time, _swapped = self.run_module("postgres_restore", dict(common, state="swapped",
-                                                                        run_id=staged["run_id"]))
+        staged_time, staged = self.run_module("postgres_restore",
+                                              dict(common, src=str(self.restore_src), state="staged"))
+        swap_time, _swapped = self.run_module("postgres_restore", dict(common, state="swapped", run_id=staged["run_id"]))
         self.run_module("postgres_restore", dict(common, state="cleaned", run_id=staged["run_id"]))
         return dict(seconds=staged_time + swap_time, staged_seconds=staged_time, swap_seconds=swap_time,
                     proof=staged.get("proof"))
