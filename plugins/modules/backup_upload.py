@@ -41,6 +41,7 @@ author:
   - authentik_ops maintainers (@authentik-ops)
 extends_documentation_fragment:
   - authentik_ops.backup._common
+  - authentik_ops.backup._common.s3
 attributes:
   check_mode:
     support: full
@@ -103,45 +104,6 @@ options:
     type: str
     choices: [download, etag]
     default: download
-  endpoint_url:
-    description:
-      - URL of an S3-compatible service, for example V(https://minio.example.com:9000). Unset for Amazon S3.
-      - If not set, the value of the E(AWS_ENDPOINT_URL_S3) or E(AWS_ENDPOINT_URL) environment variable is used.
-    type: str
-  region:
-    description:
-      - Region of the bucket. If not set, the value of E(AWS_REGION) or E(AWS_DEFAULT_REGION) is used, else
-        V(us-east-1).
-    type: str
-  access_key:
-    description:
-      - Access key ID. If not set, the value of E(AWS_ACCESS_KEY_ID) is used, else boto3's own credential chain
-        (shared credentials file, instance profile, ...).
-    type: str
-  secret_key:
-    description:
-      - Secret access key. If not set, the value of E(AWS_SECRET_ACCESS_KEY) is used. Never logged.
-    type: str
-  session_token:
-    description:
-      - Session token of temporary credentials. If not set, the value of E(AWS_SESSION_TOKEN) is used. Never logged.
-    type: str
-  validate_certs:
-    description:
-      - Check the TLS certificate of the service.
-    type: bool
-    default: true
-  ca_bundle:
-    description:
-      - A CA bundle file to check the service's certificate with.
-    type: path
-  addressing_style:
-    description:
-      - V(path) puts the bucket in the URL path (what most S3-compatible services need), V(virtual) in the host
-        name. V(auto) lets boto3 decide.
-      - Defaults to V(path) with O(endpoint_url), else V(auto).
-    type: str
-    choices: [auto, path, virtual]
   verify_keys:
     description:
       - Ed25519 public keys (OpenSSH lines or PEM) one of which must have signed the set, as
