@@ -28,6 +28,8 @@ GROUP_OPTIONS = {
     'transport': {'platform', 'docker_host', 'api_timeout', 'namespace',
                   'kubeconfig', 'context', 'host', 'api_key', 'validate_certs', 'ca_cert'},
     'sets': {'dest'},
+    's3': {'endpoint_url', 'region', 'access_key', 'secret_key', 'session_token', 'validate_certs', 'ca_bundle',
+           'addressing_style'},
 }
 # Top-level Python imports of plugins/ that are not in the standard library or ansible-core, and the
 # distribution that provides each. boto3/botocore are optional (backup_upload only, in its `requirements`).
