@@ -35,7 +35,7 @@ VERSION_LABEL = "org.opencontainers.image.version"
 DEFAULT_SERVER_IMAGE_PATTERN = r"(^|/)(goauthentik/server|authentik/server|beryju/authentik)([:@]|$)"
 
 COMPONENTS = ("postgresql", "redis", "server", "worker")
-PART_KINDS = ("postgres", "redis", "files", "config")
+PART_KINDS = ("postgres", "redis", "files", "config", "media-s3")
 EXTENSIONS = {"none": "", "gzip": ".gz", "zstd": ".zst"}
 
 # Service names that identify a component outright, then words that make a service name likely one.
@@ -389,6 +389,31 @@ class _Plan:
         else:
             self.skip("config", f"the containers carry no {WORKING_DIR_LABEL} or {CONFIG_FILES_LABEL} label")
 
+    def media_s3(self, storage):
+        """authentik's media objects copied from their S3 bucket (only asked for by listing media-s3)."""
+        media = (storage or {}).get("media") if isinstance(storage, dict) else None
+        if not isinstance(media, dict):
+            self.skip("media-s3", "where authentik keeps its media is not known here (on Kubernetes the storage "
+                                  "settings are not read yet)")
+            return
+        if media.get("backend") != "s3":
+            self.skip("media-s3", f"authentik keeps its media in {media.get('backend') or 'file'} storage, not S3: "
+                                  "the directory archives hold it")
+            return
+        if not media.get("bucket") or media.get("unresolved"):
+            self.errors.append("media-s3: the bucket of authentik's media is not known (its setting is unset or a "
+                               f"file:// URI: {', '.join(media.get('unresolved') or ['BUCKET_NAME'])}); leave "
+                               "media-s3 out of authentik_backup_components")
+            return
+        if media.get("prefix") is None:
+            self.errors.append("media-s3: authentik's version is unknown, so is the key prefix of its media objects; "
+                               "set authentik_backup_media_s3.prefix (media/ from 2025.12 on, empty before)")
+            return
+        self.parts.append(dict(part="media-s3", kind="media-s3", service=None, container=None,
+                               file=f"media-s3.tar{self.ext}", compression=self.compression,
+                               bucket=media["bucket"], prefix=media["prefix"], endpoint=media.get("endpoint"),
+                               region=media.get("region"), addressing_style=media.get("addressing_style")))
+
     def targets(self):
         """The containers the parts come from, and those of them that do not run."""
         targets = {}
@@ -404,7 +429,8 @@ class _Plan:
         return list(targets.values()), not_running
 
 
-def authentik_backup_plan(deployment, components, paths=None, compression="zstd", selected=None, encrypted=False):
+def authentik_backup_plan(deployment, components, paths=None, compression="zstd", selected=None, encrypted=False,
+                          storage=None):
     """Decide which parts the backup takes, from which container, into which file; and which are skipped, why."""
     if not isinstance(deployment, dict) or "components" not in deployment:
         raise AnsibleFilterError("authentik_backup_plan expects the dict returned by authentik_deployment")
@@ -423,6 +449,8 @@ def authentik_backup_plan(deployment, components, paths=None, compression="zstd"
         plan.files(paths)
     if plan.wanted("config"):
         plan.config()
+    if "media-s3" in components and plan.wanted("media-s3"):
+        plan.media_s3(storage)
     if encrypted:  # age-encrypted files: the name says so (postgres.sql.zst.age)
         for part in plan.parts:
             part["file"] += ".age"

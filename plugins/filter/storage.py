@@ -88,8 +88,21 @@ def authentik_storage(env, version=None, usages=("media",)):
     return out
 
 
+def authentik_storage_credentials(env, usage="media"):
+    """{access_key, secret_key, session_token} of a usage's S3 storage (env:// resolved; unset or file:// is None).
+
+    The values are secrets: use the result only in tasks with ``no_log``.
+    """
+    env = _as_dict(env)
+    out = {}
+    for key in ("ACCESS_KEY", "SECRET_KEY", "SESSION_TOKEN"):
+        name, raw = _setting(env, usage, f"S3__{key}")
+        out[key.lower()] = _resolve(env, raw)[0] if name else None
+    return out
+
+
 class FilterModule:
     """authentik_ops.backup filters for authentik's storage settings."""
 
     def filters(self):
-        return {"authentik_storage": authentik_storage}
+        return {"authentik_storage": authentik_storage, "authentik_storage_credentials": authentik_storage_credentials}

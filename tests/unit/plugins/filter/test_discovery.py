@@ -343,6 +343,49 @@ def test_plan_relative_path_is_an_error():
     assert plan["errors"] == ["authentik_backup_paths: 'data' is not an absolute path"]
 
 
+S3_MEDIA = {"backend": "s3", "backend_setting": "AUTHENTIK_STORAGE__BACKEND", "bucket": "authentik-media",
+            "endpoint": "https://s3.example.com", "region": "eu-central-1", "prefix": "media/", "credentials_set": True,
+            "unresolved": []}
+S3_STORAGE = {"media": S3_MEDIA}
+
+
+def test_plan_media_s3_only_when_asked_and_in_s3():
+    dep = d.authentik_deployment(current_stack(), "authentik")
+    plan = d.authentik_backup_plan(dep, ALL, PATHS, "zstd", storage=S3_STORAGE)
+    assert "media-s3" not in [p["part"] for p in plan["parts"] + plan["skipped"]]
+    plan = d.authentik_backup_plan(dep, ALL + ["media-s3"], PATHS, "gzip", storage=S3_STORAGE, encrypted=True)
+    part = plan["parts"][-1]
+    assert part == dict(part="media-s3", kind="media-s3", service=None, container=None, file="media-s3.tar.gz.age",
+                        compression="gzip", bucket="authentik-media", prefix="media/",
+                        endpoint="https://s3.example.com", region="eu-central-1", addressing_style=None)
+    assert "media-s3" not in {t["container"] for t in plan["targets"]} and not plan["errors"]
+    skipped = d.authentik_backup_plan(dep, ["media-s3"], [], "zstd", selected=["postgres"], storage=S3_STORAGE)
+    assert skipped["skipped"][-1] == {"part": "media-s3", "reason": "not selected by --tags/--skip-tags"}
+
+
+@pytest.mark.parametrize("storage, reason", [
+    (None, "not known here"),
+    ({"media": {"backend": "file", "backend_setting": None}}, "in file storage, not S3"),
+])
+def test_plan_media_s3_skipped_without_s3(storage, reason):
+    plan = d.authentik_backup_plan(d.authentik_deployment(current_stack(), "authentik"), ["media-s3"], [], "zstd",
+                                   storage=storage)
+    assert plan["parts"] == [] and not plan["errors"]
+    assert plan["skipped"][-1]["part"] == "media-s3" and reason in plan["skipped"][-1]["reason"]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"bucket": None}, "bucket of authentik's media is not known"),
+    ({"unresolved": ["AUTHENTIK_STORAGE__S3__BUCKET_NAME"]}, "AUTHENTIK_STORAGE__S3__BUCKET_NAME"),
+    ({"prefix": None}, "set authentik_backup_media_s3.prefix"),
+])
+def test_plan_media_s3_errors(change, message):
+    storage = {"media": dict(S3_STORAGE["media"], **change)}
+    plan = d.authentik_backup_plan(d.authentik_deployment(current_stack(), "authentik"), ["media-s3"], [], "zstd",
+                                   storage=storage)
+    assert plan["parts"] == [] and len(plan["errors"]) == 1 and message in plan["errors"][0]
+
+
 # --- authentik_backup_collect / authentik_source_containers ----------------------------------------------------
 
 def test_collect():

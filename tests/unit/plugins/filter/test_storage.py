@@ -28,7 +28,7 @@ S3_ENV = [
 
 
 def test_filter_is_registered():
-    assert set(s.FilterModule().filters()) == {"authentik_storage"}
+    assert set(s.FilterModule().filters()) == {"authentik_storage", "authentik_storage_credentials"}
 
 
 def test_default_is_the_file_backend():
@@ -79,3 +79,19 @@ def test_env_and_file_uris():
 def test_refuses_what_is_not_an_environment():
     with pytest.raises(AnsibleFilterError, match="list of NAME=value or a dict"):
         s.authentik_storage("AUTHENTIK_STORAGE__BACKEND=s3")
+
+
+def test_credentials_are_read_in_authentiks_lookup_order():
+    env = S3_ENV + ["AUTHENTIK_STORAGE__MEDIA__S3__ACCESS_KEY=media-own-key", "OTHER_SECRET=from-env-uri",
+                    "AUTHENTIK_STORAGE__MEDIA__S3__SECRET_KEY=env://OTHER_SECRET"]
+    assert s.authentik_storage_credentials(env) == {
+        "access_key": "media-own-key", "secret_key": "from-env-uri", "session_token": SECRETS[2]}
+    assert s.authentik_storage_credentials(S3_ENV, "reports") == dict(zip(
+        ("access_key", "secret_key", "session_token"), SECRETS))
+
+
+def test_credentials_unset_or_in_a_file_are_none():
+    env = ["AUTHENTIK_STORAGE__BACKEND=s3", "AUTHENTIK_STORAGE__S3__SECRET_KEY=file:///run/secrets/s3"]
+    assert s.authentik_storage_credentials(env) == {"access_key": None, "secret_key": None, "session_token": None}
+    with pytest.raises(AnsibleFilterError):
+        s.authentik_storage_credentials("AUTHENTIK_STORAGE__S3__SECRET_KEY=x")
