@@ -136,8 +136,8 @@ EXAMPLES = r"""
 
 RETURN = r"""
 dest:
-  description: Path of the archive.
-  returned: success with O(state=archived), not check mode
+  description: Path of the archive (in check mode, the one that would be written).
+  returned: success with O(state=archived)
   type: str
   sample: /var/backups/authentik/authentik-20261130T020000Z/media-s3.tar.zst
 size:
@@ -324,7 +324,8 @@ def archived(module, client):
     result = dict(changed=True, objects=len(objects), bytes=total,
                   bucket=f"s3://{params['bucket']}/{params['prefix']}")
     if module.check_mode:
-        return dict(result, plan=dict(action="archive", objects=len(objects), bytes=total, dest=params["dest"]))
+        return dict(result, dest=params["dest"],
+                    plan=dict(action="archive", objects=len(objects), bytes=total, dest=params["dest"]))
     watch = Stopwatch()
     try:
         with open_sink(params) as sink:
@@ -442,7 +443,8 @@ def main():
             decrypt_identity_file=dict(type="path"),
             endpoint_url=dict(type="str"),
             region=dict(type="str"),
-            access_key=dict(type="str", no_log=False, fallback=(env_fallback, ["AWS_ACCESS_KEY_ID"])),
+            # the media bucket's key is authentik's own: hidden like the secret key
+            access_key=dict(type="str", no_log=True, fallback=(env_fallback, ["AWS_ACCESS_KEY_ID"])),
             secret_key=dict(type="str", no_log=True, fallback=(env_fallback, ["AWS_SECRET_ACCESS_KEY"])),
             session_token=dict(type="str", no_log=True, fallback=(env_fallback, ["AWS_SESSION_TOKEN"])),
             validate_certs=dict(type="bool", default=True),

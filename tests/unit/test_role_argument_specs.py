@@ -101,8 +101,10 @@ def test_k8s_auth_options_are_the_keys_the_roles_pass_on(repo_root: Path, role: 
 def test_dict_variables_have_options_or_say_why_not(repo_root: Path) -> None:
     spec = _spec(repo_root, 'backup')
     dicts = {name for name, option in spec.items() if option.get('type') == 'dict'}
-    assert dicts == {'authentik_backup_s3', 'authentik_backup_k8s_auth', 'authentik_backup_notify_headers'}
+    assert dicts == {'authentik_backup_s3', 'authentik_backup_k8s_auth', 'authentik_backup_notify_headers',
+                     'authentik_backup_media_s3'}
     assert spec['authentik_backup_s3']['options'] and spec['authentik_backup_k8s_auth']['options']
+    assert spec['authentik_backup_media_s3']['options'] and spec['authentik_backup_media_s3']['no_log'] is True
     # header names are the user's: no fixed keys, the whole dict is secret
     headers = spec['authentik_backup_notify_headers']
     assert 'options' not in headers and headers['no_log'] is True
