@@ -130,6 +130,22 @@ def complete_sets(dest, prefix):
     return scan(dest, prefix)[0]
 
 
+def is_partial(set_path):
+    """Whether the set's manifest says ``"partial": true`` (parts the deployment has were left out by the run)."""
+    try:
+        with open(os.path.join(set_path, MANIFEST), "rb") as handle:
+            manifest = json.loads(handle.read())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("partial") is True
+
+
+def split_partial(dest, names):
+    """(full, partial): the complete set names of ``dest`` split by their manifests, order kept."""
+    partial = [name for name in names if is_partial(os.path.join(dest, name))]
+    return [name for name in names if name not in partial], partial
+
+
 # --- latest -------------------------------------------------------------------------------------------------------
 
 def _not_a_symlink(link):

@@ -17,6 +17,9 @@ description:
     ago. A set is kept when either rule keeps it. V(0) turns a rule off; with both off nothing is removed.
   - The newest complete set is always kept, whatever the rules say, and so is every set named in O(protect) or in
     the C(protect) list of the destination's lock (the set a restore reads; see M(authentik_ops.backup.backup_lock)).
+  - Partial sets (their manifest says C(partial), as a run whose tags left out parts the deployment has writes it)
+    are never counted and never removed by the policy, and C(latest) never moves to one; they are listed in
+    RV(partial).
   - Incomplete sets (no manifest) are never counted and never removed by the policy, as another run may still be
     writing one. Those older than O(incomplete_age) are reported as stale; they are removed only with
     O(remove_stale_incomplete=true) and only while no other run holds the destination's lock (C(<dest>/.lock)).
@@ -128,6 +131,12 @@ incomplete:
   type: list
   elements: dict
   sample: [{name: authentik-20261129T020000Z, age: 90000, stale: true, removed: false}]
+partial:
+  description: Names of the partial sets of O(prefix), oldest first; never counted, never removed.
+  returned: always
+  type: list
+  elements: str
+  sample: [authentik-20261130T140000Z]
 latest:
   description: The set C(latest) points at after the run (in check mode, would point at).
   returned: always
@@ -167,6 +176,7 @@ from ansible_collections.authentik_ops.backup.plugins.module_utils._sets import 
     scan,
     set_time,
     sort_sets,
+    split_partial,
 )
 
 
@@ -222,7 +232,9 @@ def survey(module):
     params = module.params
     dest, prefix = params["dest"], params["prefix"]
     complete, incomplete, leftovers = scan(dest, prefix)
-    if params["planned_set"] and module.check_mode and params["planned_set"] not in complete:
+    # partial sets (parts left out by a run's tags) are never counted and never removed
+    complete, partial = split_partial(dest, complete)
+    if params["planned_set"] and module.check_mode and params["planned_set"] not in complete + partial:
         complete = sort_sets(complete + [params["planned_set"]], prefix)
         incomplete = [n for n in incomplete if n != params["planned_set"]]
     lock = read_lock(dest)
@@ -244,7 +256,7 @@ def survey(module):
                         f"(left by a run that died?); it is not a backup. Remove it once you are sure no run "
                         f"writes it" + (", or set remove_stale_incomplete" if not foreign_lock else
                                         f" (the destination is locked by run {holder or '?'})"))
-    return dict(removed=removed, kept=kept, incomplete=incomplete_info, leftovers=leftovers,
+    return dict(removed=removed, kept=kept, incomplete=incomplete_info, partial=partial, leftovers=leftovers,
                 current_latest=current_latest, new_latest=new_latest,
                 latest_changed=new_latest is not None and current_latest != new_latest)
 
@@ -266,14 +278,15 @@ def run(module):
     params = module.params
     dest = params["dest"]
     check_options(params)
-    result = dict(changed=False, removed=[], kept=[], incomplete=[], latest=None, latest_changed=False,
+    result = dict(changed=False, removed=[], kept=[], incomplete=[], partial=[], latest=None, latest_changed=False,
                   policy=dict(keep_last=params["keep_last"], keep_days=params["keep_days"]))
     if not os.path.isdir(dest):
         return result
     try:
         plan = survey(module)
         result.update(removed=plan["removed"], kept=[dict(name=n, reasons=r) for n, r in plan["kept"].items()],
-                      incomplete=plan["incomplete"], latest=plan["new_latest"] or plan["current_latest"],
+                      incomplete=plan["incomplete"], partial=plan["partial"],
+                      latest=plan["new_latest"] or plan["current_latest"],
                       latest_changed=plan["latest_changed"],
                       changed=bool(plan["removed"] or plan["latest_changed"] or plan["leftovers"]
                                    or any(i["removed"] for i in plan["incomplete"])))

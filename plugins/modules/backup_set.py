@@ -79,6 +79,8 @@ options:
   metadata:
     description:
       - With O(state=complete), more top-level manifest keys, for example C(platform), C(authentik), C(source).
+      - C(partial=true) (with C(missing_parts), the parts left out) marks a set that lacks parts the deployment has;
+        such a set is never signed, never becomes C(latest), and retention neither counts nor removes it.
     type: dict
     default: {}
   started_at:
@@ -92,7 +94,8 @@ options:
     default: true
   update_latest:
     description:
-      - With O(state=complete), move the C(latest) symlink when this set is the newest complete one.
+      - With O(state=complete), move the C(latest) symlink when this set is the newest complete one. A partial set
+        (its manifest says C(partial), see O(metadata)) never moves it, and is not counted as the newest.
     type: bool
     default: true
   signing_key:
@@ -183,6 +186,11 @@ latest:
   returned: state=complete
   type: str
   sample: authentik-20261130T020000Z
+partial:
+  description: Whether the set's manifest says it is partial (C(latest) was not moved).
+  returned: state=complete
+  type: bool
+  sample: false
 signature:
   description:
     - The signature written (in check mode, the one that would be written), or V(null) when the set is not signed.
@@ -217,6 +225,7 @@ from ansible_collections.authentik_ops.backup.plugins.module_utils._sets import 
     name_problem,
     point_latest,
     set_name,
+    split_partial,
     utc_now,
 )
 from ansible_collections.authentik_ops.backup.plugins.module_utils._signing import (
@@ -362,12 +371,14 @@ def do_complete(module):
         sink.commit()
     if key is not None:
         result["signature"] = write_signature(path, key, manifest_bytes)
-    if params["update_latest"]:
-        sets = complete_sets(dest, params["prefix"])
+    result["partial"] = manifest.get("partial") is True
+    # a partial set (the run's tags left out parts the deployment has) never becomes latest
+    if params["update_latest"] and not result["partial"]:
+        sets, _partial = split_partial(dest, complete_sets(dest, params["prefix"]))
         if sets and sets[-1] == name:
             point_latest(dest, name)
-        link = os.path.join(dest, LATEST)
-        result["latest"] = os.readlink(link) if os.path.islink(link) else None
+    link = os.path.join(dest, LATEST)
+    result["latest"] = os.readlink(link) if os.path.islink(link) else None
     result["manifest"] = manifest
     return result
 

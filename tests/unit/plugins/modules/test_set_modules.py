@@ -182,6 +182,33 @@ def test_prune_removes_old_sets_and_keeps_latest_on_a_complete_one(monkeypatch, 
     assert os.readlink(tmp_path / "latest") == "authentik-20261201T020000Z" and result["latest_changed"]
 
 
+def test_a_partial_set_never_becomes_latest(monkeypatch, tmp_path):
+    full = new_set(tmp_path, "authentik-20261101T020000Z", complete=True)
+    os.symlink(full.name, tmp_path / "latest")
+    path = new_set(tmp_path)
+    result, failed = complete(monkeypatch, tmp_path, [part(path)],
+                              metadata=dict(partial=True, missing_parts=["data", "config"]))
+    assert not failed and result["partial"] is True, result
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["partial"] is True and manifest["missing_parts"] == ["data", "config"]
+    assert os.readlink(tmp_path / "latest") == full.name and result["latest"] == full.name
+
+
+def test_partial_sets_are_neither_counted_nor_removed_by_retention(monkeypatch, tmp_path):
+    full = new_set(tmp_path, "authentik-20261101T020000Z", complete=True)
+    partial = []
+    for day in ("20261102", "20261103"):
+        path = new_set(tmp_path, f"authentik-{day}T020000Z")
+        (path / "manifest.json").write_text(json.dumps({"format": 1, "files": [], "partial": True}))
+        partial.append(path.name)
+    os.symlink(partial[-1], tmp_path / "latest")  # left by an earlier release: moved to the full set
+    result, failed = prune(monkeypatch, tmp_path)
+    assert not failed and result["removed"] == [] and full.exists(), result
+    assert result["partial"] == partial and all((tmp_path / name).exists() for name in partial)
+    assert [k["name"] for k in result["kept"]] == [full.name]
+    assert os.readlink(tmp_path / "latest") == full.name
+
+
 def test_prune_refuses_a_latest_that_is_not_a_symlink(monkeypatch, tmp_path):
     first = new_set(tmp_path, "authentik-20261101T020000Z", complete=True)
     new_set(tmp_path, "authentik-20261201T020000Z", complete=True)
