@@ -36,6 +36,8 @@ DEFAULT_SERVER_IMAGE_PATTERN = r"(^|/)(goauthentik/server|authentik/server|beryj
 
 COMPONENTS = ("postgresql", "redis", "server", "worker")
 PART_KINDS = ("postgres", "redis", "files", "config", "media-s3")
+# why a part the deployment has is not in a set: the run's --tags/--skip-tags left it out (the set is partial)
+TAGS_REASON = "not selected by --tags/--skip-tags"
 EXTENSIONS = {"none": "", "gzip": ".gz", "zstd": ".zst"}
 
 # Service names that identify a component outright, then words that make a service name likely one.
@@ -329,9 +331,6 @@ class _Plan:
         if kind not in self.components:
             self.skip(kind, "not in authentik_backup_components")
             return False
-        if kind not in self.selected:
-            self.skip(kind, "not selected by --tags/--skip-tags")
-            return False
         return True
 
     def postgres(self):
@@ -440,23 +439,33 @@ def authentik_backup_plan(deployment, components, paths=None, compression="zstd"
     unknown = [c for c in components if c not in PART_KINDS]
     if unknown:
         raise AnsibleFilterError(f"unknown components {unknown}: choose from {', '.join(PART_KINDS)}")
-    plan = _Plan(deployment, components, PART_KINDS if selected is None else list(selected), compression)
-    if plan.wanted("postgres"):
-        plan.postgres()
-    if plan.wanted("redis"):
-        plan.redis()
-    if plan.wanted("files"):
-        plan.files(paths)
-    if plan.wanted("config"):
-        plan.config()
-    if "media-s3" in components and plan.wanted("media-s3"):
-        plan.media_s3(storage)
+    selected = PART_KINDS if selected is None else list(selected)
+    plan = _Plan(deployment, components, selected, compression)
+    partial = []
+    builders = (("postgres", "postgres", ()), ("redis", "redis", ()), ("files", "files", (paths,)),
+                ("config", "config", ()), ("media-s3", "media_s3", (storage,)))
+    for kind, method, args in builders:
+        if kind == "media-s3" and kind not in components:
+            continue  # asked for by listing it only: no note for everyone else
+        if not plan.wanted(kind):
+            continue
+        if kind in selected:
+            getattr(plan, method)(*args)
+            continue
+        # left out by the run's tags: what it would back up is missing from this set, which is partial; the
+        # problems of a part that is not backed up do not stop the run
+        scratch = _Plan(deployment, components, selected, compression)
+        getattr(scratch, method)(*args)
+        for part in scratch.parts:
+            plan.skip(part["part"], TAGS_REASON)
+            partial.append(part["part"])
+        plan.skipped.extend(scratch.skipped)
     if encrypted:  # age-encrypted files: the name says so (postgres.sql.zst.age)
         for part in plan.parts:
             part["file"] += ".age"
     targets, not_running = plan.targets()
     return dict(parts=plan.parts, skipped=plan.skipped, errors=plan.errors, targets=targets,
-                not_running=not_running)
+                not_running=not_running, partial=partial)
 
 
 def _clean_result(result):

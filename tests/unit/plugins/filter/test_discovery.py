@@ -313,11 +313,31 @@ def test_plan_no_database_is_an_error():
 
 def test_plan_components_and_tags():
     dep = d.authentik_deployment(legacy_stack(), "authentik_legacy")
+    full = d.authentik_backup_plan(dep, ["postgres", "files"], PATHS, "zstd")
+    directories = [p["part"] for p in full["parts"] if p["kind"] == "files"]
+    assert len(directories) >= 2 and full["partial"] == []
     plan = d.authentik_backup_plan(dep, ["postgres", "files"], PATHS, "zstd", selected=["postgres"])
     assert [p["part"] for p in plan["parts"]] == ["postgres"]
     reasons = {s["part"]: s["reason"] for s in plan["skipped"]}
-    assert reasons == {"redis": "not in authentik_backup_components", "files": "not selected by --tags/--skip-tags",
-                       "config": "not in authentik_backup_components"}
+    assert reasons == dict({"redis": "not in authentik_backup_components",
+                            "config": "not in authentik_backup_components"},
+                           **{name: "not selected by --tags/--skip-tags" for name in directories},
+                           **{s["part"]: s["reason"] for s in full["skipped"]})
+    # the directories the deployment has, left out by the tags: the set is partial
+    assert plan["partial"] == directories
+
+
+def test_plan_tags_leave_out_only_what_the_deployment_has():
+    dep = d.authentik_deployment(current_stack(), "authentik")
+    plan = d.authentik_backup_plan(dep, ALL, PATHS, "zstd", selected=["postgres"])
+    assert plan["partial"] == [p["part"] for p in d.authentik_backup_plan(dep, ALL, PATHS, "zstd")["parts"]
+                               if p["kind"] not in ("postgres", "redis")]
+    assert {"part": "redis", "reason": "no redis service in this deployment (authentik 2025.10 and later use none)"} \
+        in plan["skipped"]
+    # a part left out by the tags does not stop the run with its problems
+    stack = [c for c in current_stack() if c["Labels"]["com.docker.compose.service"] != "postgresql"]
+    plan = d.authentik_backup_plan(d.authentik_deployment(stack, "authentik"), ALL, PATHS, "zstd", selected=["files"])
+    assert plan["errors"] == [] and plan["partial"] == ["config"]
 
 
 def test_plan_config_without_labels():
