@@ -141,12 +141,13 @@ def _extra_args(extra):
     return argv
 
 
-def playbook_argv(inventory, playbook, *extra, check=False, verbose=False):
-    """The ansible-playbook command line; ``inventory=None`` leaves only the implicit localhost."""
+def playbook_argv(inventory, playbook, *extra, check=False, verbose=False, args=()):
+    """The ansible-playbook command line; ``inventory=None`` leaves only the implicit localhost; ``args`` are more
+    options as they are (``--tags``, ...)."""
     argv = [str(VENV_BIN / "ansible-playbook")]
     if inventory is not None:
         argv += ["-i", str(inventory)]
-    argv += [str(playbook), *_extra_args(extra)]
+    argv += [str(playbook), *_extra_args(extra), *args]
     if check:
         argv.append("--check")
     if verbose:
@@ -155,9 +156,9 @@ def playbook_argv(inventory, playbook, *extra, check=False, verbose=False):
 
 
 def run_playbook(inventory, playbook, *extra, check=False, verbose=False, callback=JSON, home=None, unset=(),
-                 timeout=300):
+                 timeout=300, args=()):
     """Run a playbook to its end; ``extra`` are extra vars (``key=value``, JSON text or dicts), in order."""
-    argv = playbook_argv(inventory, playbook, *extra, check=check, verbose=verbose)
+    argv = playbook_argv(inventory, playbook, *extra, check=check, verbose=verbose, args=args)
     proc = subprocess.run(argv, cwd=REPO, env=ansible_env(callback, home, unset), capture_output=True, text=True,
                           timeout=timeout, check=False)
     return Run(proc, callback)
@@ -214,9 +215,9 @@ def player(base, callback=TEXT, inventory=None, timeout=900):
     base.mkdir(parents=True, exist_ok=True)
     inventory = inventory or local_inventory(base / "hosts.yml")
 
-    def play(playbook, *extra, check=False, timeout=timeout, verbose=False, unset=()):
+    def play(playbook, *extra, check=False, timeout=timeout, verbose=False, unset=(), args=()):
         return run_playbook(inventory, playbook, *extra, check=check, verbose=verbose, callback=callback,
-                            home=base / "ansible-home", unset=unset, timeout=timeout)
+                            home=base / "ansible-home", unset=unset, timeout=timeout, args=args)
 
     play.inventory = inventory
     return play
