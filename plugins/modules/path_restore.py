@@ -43,11 +43,19 @@ description:
     member policy on every platform. setuid, setgid and sticky bits are cleared; user and group names are dropped,
     so a C(tar) running as root in a container or pod sets the archived numeric uid and gid (with
     O(platform=local) owners are never set); members that are not regular files carry size 0.
-  - With O(clean=true) the contents of each restored directory are deleted first
-    (C(find . ! -name . -prune -exec rm -rf -- {} +) in it), so files added since the backup disappear and the
-    directory ends equal to the backup. The directory itself (often a mount point) stays. Without it, archive
-    entries replace same-name entries and other entries stay. Commands in the target use POSIX options only
-    (busybox userlands work) and put C(--) before every path.
+  - With O(clean=true) each restored directory is replaced as a whole and ends equal to the backup (files added
+    since the backup disappear). The archive is first extracted into a stage inside the directory
+    (C(.akb-restore-<random>), the same file system also when the directory is a mount point), beside the current
+    contents. Only when every directory's stage is complete are the current entries moved aside
+    (C(.akb-previous-<random>)) and the staged ones moved in, renames only, then the previous entries deleted. A
+    failure before that (a stream cut off, a full disk, a source that changed) removes the stages and leaves every
+    directory as it was; a failed move puts the previous entries back, and the error says in which state each
+    directory is. The directory needs room for both copies while the archive is extracted. The directory itself
+    (often a mount point) stays; where the transport extracts as root (Docker), its owner and mode come from the
+    archive. A stage left by a run that died is removed by the next clean restore of that directory.
+  - Without O(clean), archive entries replace same-name entries and other entries stay; a failure half-way leaves
+    the directory partly restored. Commands in the target use POSIX options only (busybox userlands work) and put
+    C(--) before every path.
 author:
   - authentik_ops maintainers (@authentik-ops)
 extends_documentation_fragment:
@@ -107,7 +115,8 @@ options:
     elements: str
   clean:
     description:
-      - Delete the contents of each restored directory before extracting (see the description).
+      - Replace the contents of each restored directory as a whole, staged beside them first (see the
+        description).
       - Not supported with O(platform=local).
     type: bool
     default: false
@@ -179,7 +188,7 @@ skipped_paths:
   elements: dict
   sample: [{path: /templates, reason: not in the archive}]
 cleaned:
-  description: Directories whose contents were deleted first (O(clean=true)).
+  description: Directories whose contents were replaced as a whole (O(clean=true)).
   returned: success
   type: list
   elements: str
@@ -239,6 +248,7 @@ plan:
 
 import os
 import posixpath
+import secrets
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -272,7 +282,44 @@ from ansible_collections.authentik_ops.backup.plugins.module_utils._tarsafe impo
 )
 
 # "--" ends the options of every command given an operator path; find starts at "./<name>" (find has no "--")
-CLEAN_SH = 'cd -- "$1" && find . ! -name . -prune -exec rm -rf -- {} +'
+# With clean, each directory is replaced as a whole: the archive is extracted into a stage inside it (the same file
+# system, also when the directory is a mount point), then the current entries are moved aside into a "previous"
+# directory and the staged ones moved in (renames only), and the previous entries are deleted. The stage and
+# previous directories are named per run; a stage left by a run that died is removed by the next one.
+STAGE = ".akb-restore-"
+PREVIOUS = ".akb-previous-"
+# $1 directory, $2 stage: remove stages of earlier runs, create this run's
+STAGE_SH = ('cd -- "$1" && find . ! -name . -prune -name ".akb-restore-*" -exec rm -rf -- {} + '
+            '&& mkdir -m 700 -- "$2"')
+# $1 directory, $2 stage: remove this run's stage
+DROP_SH = 'cd -- "$1" && rm -rf -- "./$2"'
+# $1 directory, $2 stage, $3 previous. Exit 0: swapped (the previous entries deleted; 4 when that deletion failed);
+# 2: nothing changed (the entries moved aside were put back); 3: the swap and the way back both failed.
+SWAP_SH = r"""
+cd -- "$1" || exit 2
+back() {
+  for e in * .[!.]* ..?*; do
+    if [ -e "$e" ] || [ -L "$e" ]; then
+      case "$e" in "$2"|"$3"|.akb-previous-*) ;; *) mv -- "$e" "$2/" || return 1 ;; esac
+    fi
+  done
+  for e in "$3"/* "$3"/.[!.]* "$3"/..?*; do
+    if [ -e "$e" ] || [ -L "$e" ]; then mv -- "$e" . || return 1; fi
+  done
+  rmdir -- "$3"
+}
+mkdir -m 700 -- "$3" || exit 2
+for e in * .[!.]* ..?*; do
+  if [ -e "$e" ] || [ -L "$e" ]; then
+    case "$e" in "$2"|"$3"|.akb-previous-*) ;; *) mv -- "$e" "$3/" || { back "$@" && exit 2; exit 3; } ;; esac
+  fi
+done
+for e in "$2"/* "$2"/.[!.]* "$2"/..?*; do
+  if [ -e "$e" ] || [ -L "$e" ]; then mv -- "$e" . || { back "$@" && exit 2; exit 3; }; fi
+done
+rmdir -- "$2" || exit 4
+rm -rf -- "./$3" || exit 4
+"""
 KINDS_SH = 'cd -- "$1" && find "./$2" -type "$3" -exec printf "%s\\000" {} +'
 FIND_TYPES = {DIR: "d", SYMLINK: "l"}
 LOCAL_ONLY = {"local_root": "local_root: only with platform=local"}
@@ -414,13 +461,72 @@ def check_targets(module, transport, restored, result):
                             "container's own layer and are lost when it is recreated")
 
 
-def clean_paths(transport, paths):
-    for path in paths:
-        answer = transport.exec_capture(["sh", "-c", CLEAN_SH, "sh", path])
-        if not answer.ok:
-            raise TransportError(f"cleaning {path} in {transport.describe()} failed "
-                                 f"({answer.problem or f'exit status {answer.exit_code}'}): "
-                                 f"{excerpt(answer.stderr)}")
+def _into(stage):
+    """Members below a top-level directory, renamed into ``stage`` inside it (the top directory itself left out)."""
+    return lambda parts: "/".join((stage,) + tuple(parts[1:])) if len(parts) > 1 else None
+
+
+def _top_only(parts):
+    """Only the top-level directory entries: their owner and mode, where the transport extracts as root."""
+    return parts[0] if len(parts) == 1 else None
+
+
+def _run_sh(transport, script, *args):
+    answer = transport.exec_capture(["sh", "-c", script, "sh", *args])
+    return answer, (answer.problem or f"exit status {answer.exit_code}") + f": {excerpt(answer.stderr)}"
+
+
+def drop_stages(transport, staged):
+    """Remove this run's stages (best effort); the directories keep their current contents."""
+    for path, stage in staged:
+        _run_sh(transport, DROP_SH, path, stage)
+
+
+def staged_restore(module, transport, source, groups):
+    """With clean: every directory extracted into its stage first; only when all are complete, each is swapped in.
+
+    Returns the bytes sent. Before the swaps a failure removes the stages and leaves every directory as it was.
+    """
+    token = secrets.token_hex(4)
+    stage, previous = STAGE + token, PREVIOUS + token
+    staged, sent = [], 0
+    try:
+        for parent, names in groups.items():
+            for name in names:
+                path = posixpath.join(parent, name)
+                answer, problem = _run_sh(transport, STAGE_SH, path, stage)
+                if not answer.ok:
+                    raise TransportError(f"preparing {path}/{stage} in {transport.describe()} failed ({problem})")
+                staged.append((path, stage))
+                sent += transport.write_archive(
+                    path, lambda name=name: rebuilt(source, [name], _into(stage)))["size"]
+        if source.changed():
+            raise RestoreError(f"{source.path} changed while it was extracted; restore it again from an unchanged "
+                               "file")
+    except (TransportError, RestoreError, TarSafetyError, SinkError, OSError) as exc:
+        drop_stages(transport, staged)
+        raise RestoreError(f"{exc}; nothing was changed: every directory keeps its previous contents (the "
+                           "extracted copy was removed)") from exc
+    swapped = []
+    for index, (path, _stage) in enumerate(staged):
+        answer, problem = _run_sh(transport, SWAP_SH, path, stage, previous)
+        if answer.ok or answer.exit_code == 4:
+            swapped.append(path)
+            if not answer.ok:
+                module.warn(f"{path}: restored, but {path}/{previous} (its previous contents) or {path}/{stage} "
+                            f"could not be removed ({problem}); remove it")
+            continue
+        drop_stages(transport, staged[index:] if answer.exit_code == 2 else staged[index + 1:])
+        state = (f"{path} keeps its previous contents" if answer.exit_code == 2 else
+                 f"{path} is half swapped: its previous entries are in {path}/{previous}, the restored ones in "
+                 f"{path} and {path}/{stage}")
+        raise RestoreError(f"replacing the contents of {path} in {transport.describe()} failed ({problem}); "
+                           f"{state}; restored before it: {', '.join(swapped) or 'none'}; not restored: "
+                           f"{', '.join(p for p, _s in staged[index + 1:]) or 'none'}")
+    if transport.extracts_top_dirs:
+        for parent, names in groups.items():
+            sent += transport.write_archive(parent, lambda names=names: rebuilt(source, names, _top_only))["size"]
+    return sent
 
 
 def restore_paths(module, source):
@@ -453,16 +559,21 @@ def restore_paths(module, source):
                               clean=cleaned, members=summary.members))
     watch = Stopwatch()
     sent = 0
+    if source.changed():
+        raise RestoreError(f"{src} changed after it was checked; nothing was written", **result)
+    if cleaned:
+        try:
+            sent = staged_restore(module, transport, source, groups)
+        except (TransportError, RestoreError, TarSafetyError, SinkError, OSError) as exc:
+            raise BackupError(str(exc), cleaned=[], **result) from exc
+        return dict(result, changed=True, cleaned=cleaned, raw_size=sent, duration=watch.elapsed)
     try:
-        if source.changed():
-            raise RestoreError(f"{src} changed after it was checked; nothing was written")
-        clean_paths(transport, cleaned)
         for parent, names in groups.items():
             sent += extract(transport, source, parent, names)["size"]
         if source.changed():
             raise RestoreError(f"{src} changed while it was extracted; restore it again from an unchanged file")
     except (TransportError, RestoreError, TarSafetyError, SinkError, OSError) as exc:
-        raise BackupError(f"{exc}; the directories may be partly restored", cleaned=cleaned, **result) from exc
+        raise BackupError(f"{exc}; the directories may be partly restored", cleaned=[], **result) from exc
     return dict(result, changed=True, cleaned=cleaned, raw_size=sent, duration=watch.elapsed)
 
 

@@ -10,7 +10,8 @@
 The policy: setuid, setgid and sticky bits cleared; numeric owners kept in containers and pods (names dropped),
 never set on this host; members that are not regular files carry size 0 (every reader sees the members that were
 checked); a symlink of the target where the archive has a directory, or a directory where it has a symlink or file,
-refused before anything is written. Clean and non-clean restores work with busybox's find, rm and tar.
+refused before anything is written. Clean and non-clean restores work with busybox's find, rm, mv and tar; a clean
+restore is extracted beside the current contents first, so one that runs out of space changes nothing.
 """
 
 from __future__ import annotations
@@ -201,6 +202,36 @@ def test_clean_and_non_clean_round_trips(targets, tmp_path, userland):
     result = run_module("path_restore", container=name, src=archive, paths=["/data"], clean=True)
     assert result.get("changed") and not result.get("failed"), result
     assert sh(name, LISTING, "/data") == before
+
+
+@pytest.mark.parametrize("userland", list(USERLANDS))
+def test_a_clean_restore_that_runs_out_of_space_changes_nothing(targets, tmp_path, userland):
+    """The archive is bigger than the free space of the target's /data (a 2 MiB volume): the extraction into the
+    stage fails, the stage goes, and /data keeps exactly what it had (a clean restore used to delete it first)."""
+    source = targets[userland]
+    sh(source, "cd /data && find . ! -name . -prune -exec rm -rf -- {} +; mkdir /data/media; "
+               "head -c 3145728 /dev/urandom > /data/media/big.bin; echo icon > /data/media/icon.svg")
+    archive = str(tmp_path / "data.tar")
+    assert run_module("path_archive", container=source, paths=["/data"], dest=archive, compression="none")["changed"]
+    small = f"{PREFIX}{userland}-full"
+    docker("rm", "-f", small, check=False)
+    docker("volume", "rm", "-f", small, check=False)
+    # a volume of 2 MiB (tmpfs-backed, as Docker's local driver mounts it): the archive endpoint writes into volumes
+    docker("volume", "create", "--driver", "local", "--opt", "type=tmpfs", "--opt", "device=tmpfs",
+           "--opt", "o=size=2m,mode=0755", small)
+    docker("run", "-d", "--name", small, "--network", "none", "-v", f"{small}:/data",
+           "--entrypoint", "sleep", USERLANDS[userland], "infinity")
+    try:
+        sh(small, "mkdir -p /data/media /data/-d && echo old > /data/media/icon.svg && echo keep > '/data/-d/x' "
+                  "&& echo env > /data/.hidden")
+        before = sh(small, LISTING, "/data")
+        result = run_module("path_restore", container=small, src=archive, paths=["/data"], clean=True)
+        assert result.get("failed"), result
+        assert "nothing was changed: every directory keeps its previous contents" in result["msg"], result["msg"]
+        assert sh(small, LISTING, "/data") == before  # no stage left, nothing deleted
+    finally:
+        docker("rm", "-f", small, check=False)
+        docker("volume", "rm", "-f", small, check=False)
 
 
 def test_local_extraction_policy_and_swaps(tmp_path):

@@ -13,6 +13,7 @@ import pytest
 
 from fake_transport import FakeTransport, Reply, run_main
 
+from ansible_collections.authentik_ops.backup.plugins.module_utils._errors import TransportError
 from ansible_collections.authentik_ops.backup.plugins.modules import path_archive, path_restore
 
 
@@ -171,14 +172,70 @@ def test_missing_target_directory_fails_and_unmounted_warns(monkeypatch, tmp_pat
     assert not failed and any("is not a mount" in w for w in result.get("warnings", []))
 
 
-def test_clean_failure_stops_before_extracting(monkeypatch, tmp_path):
-    fake = FakeTransport(lambda call: Reply(stderr=b"rm: Permission denied", exit_code=1) if "rm -rf" in call.text
-                         else Reply(), paths=["/data"], mounts=["/data"])
+def test_stage_failure_stops_before_extracting(monkeypatch, tmp_path):
+    fake = FakeTransport(lambda call: Reply(stderr=b"mkdir: Permission denied", exit_code=1)
+                         if "mkdir" in call.text else Reply(), paths=["/data"], mounts=["/data"])
     result, failed = run_main(monkeypatch, path_restore, restore_args(tmp_path, clean=True), transport=fake)
-    assert failed and "cleaning /data" in result["msg"] and "partly restored" in result["msg"]
-    assert fake.written == {}
+    assert failed and "preparing /data/.akb-restore-" in result["msg"] and "nothing was changed" in result["msg"]
+    assert fake.written == {} and result["cleaned"] == []
     # every operator path comes after "--" (or as "./<name>" for find, which has no "--")
-    assert fake.calls[-1].argv[-1] == "/data" and 'cd -- "$1"' in fake.calls[-1].argv[2]
+    assert fake.calls[-1].argv[-2] == "/data" and 'cd -- "$1"' in fake.calls[-1].argv[2]
+
+
+def _stage_of(fake):
+    return next(call.argv[-1] for call in fake.calls if call.argv[2] == path_restore.STAGE_SH)
+
+
+def test_clean_extracts_into_a_stage_then_swaps(monkeypatch, tmp_path):
+    fake = FakeTransport(paths=["/data"], mounts=["/data"], extracts_top_dirs=True)
+    result, failed = run_main(monkeypatch, path_restore, restore_args(tmp_path, clean=True), transport=fake)
+    assert not failed and result["cleaned"] == ["/data"], result
+    stage = _stage_of(fake)
+    assert stage.startswith(".akb-restore-")
+    with tarfile.open(fileobj=io.BytesIO(fake.written["/data"][0])) as archive:
+        assert [m.name for m in archive.getmembers()] == [f"{stage}/icon.png"]  # into the stage, inside /data
+    swap = [call for call in fake.calls if call.argv[2] == path_restore.SWAP_SH]
+    assert [call.argv[4:] for call in swap] == [["/data", stage, stage.replace("restore", "previous")]]
+    # the swap comes after the extraction; then the top directory's owner and mode, alone
+    prepared = next(c for c in fake.calls if c.argv[2] == path_restore.STAGE_SH)
+    assert fake.calls.index(swap[0]) > fake.calls.index(prepared)
+    with tarfile.open(fileobj=io.BytesIO(fake.written["/"][0])) as archive:
+        assert [m.name for m in archive.getmembers()] == ["data"]
+
+
+def test_a_cut_extraction_drops_the_stage_and_changes_nothing(monkeypatch, tmp_path):
+    class Cut(FakeTransport):
+        def write_archive(self, path, source):
+            next(iter(source()))
+            raise TransportError("the archive stream broke off after 512 bytes (No space left on device)")
+
+    fake = Cut(paths=["/data"], mounts=["/data"])
+    result, failed = run_main(monkeypatch, path_restore, restore_args(tmp_path, clean=True), transport=fake)
+    assert failed and "No space left on device" in result["msg"], result
+    assert "nothing was changed: every directory keeps its previous contents" in result["msg"]
+    stage = _stage_of(fake)
+    assert [call.argv[2:] for call in fake.calls if call.argv[2] == path_restore.DROP_SH] == \
+        [[path_restore.DROP_SH, "sh", "/data", stage]]
+    assert not any(call.argv[2] == path_restore.SWAP_SH for call in fake.calls)
+
+
+@pytest.mark.parametrize("code, says, dropped", [
+    (2, "/data keeps its previous contents", True),
+    (3, "/data is half swapped: its previous entries are in /data/.akb-previous-", False),
+])
+def test_a_failed_swap_says_what_state_the_directory_is_in(monkeypatch, tmp_path, code, says, dropped):
+    fake = FakeTransport(lambda call: Reply(stderr=b"mv: Device or resource busy", exit_code=code)
+                         if call.argv[2] == path_restore.SWAP_SH else Reply(), paths=["/data"], mounts=["/data"])
+    result, failed = run_main(monkeypatch, path_restore, restore_args(tmp_path, clean=True), transport=fake)
+    assert failed and says in result["msg"] and "Device or resource busy" in result["msg"], result
+    assert any(call.argv[2] == path_restore.DROP_SH for call in fake.calls) is dropped
+
+
+def test_a_swap_that_cannot_remove_the_previous_contents_warns(monkeypatch, tmp_path):
+    fake = FakeTransport(lambda call: Reply(stderr=b"rm: busy", exit_code=4)
+                         if call.argv[2] == path_restore.SWAP_SH else Reply(), paths=["/data"], mounts=["/data"])
+    result, failed = run_main(monkeypatch, path_restore, restore_args(tmp_path, clean=True), transport=fake)
+    assert not failed and any("could not be removed" in w for w in result.get("warnings", [])), result
 
 
 def _listing(links=b"", dirs=b"./data\0"):
