@@ -23,6 +23,8 @@ import json
 import os
 import traceback
 
+from ansible.module_utils.basic import env_fallback
+
 from ansible_collections.authentik_ops.backup.plugins.module_utils._errors import BackupError
 from ansible_collections.authentik_ops.backup.plugins.module_utils._retention import classify_incomplete, plan_retention
 from ansible_collections.authentik_ops.backup.plugins.module_utils._sets import MANIFEST, sort_sets
@@ -51,6 +53,20 @@ class S3Error(BackupError):
 
 
 # --- the client ---------------------------------------------------------------------------------------------------
+
+def s3_argument_spec():
+    """The S3 connection options (doc fragment ``_common.s3``) of the modules that talk to a bucket."""
+    return dict(
+        endpoint_url=dict(type="str"),
+        region=dict(type="str"),
+        access_key=dict(type="str", no_log=True, fallback=(env_fallback, ["AWS_ACCESS_KEY_ID"])),
+        secret_key=dict(type="str", no_log=True, fallback=(env_fallback, ["AWS_SECRET_ACCESS_KEY"])),
+        session_token=dict(type="str", no_log=True, fallback=(env_fallback, ["AWS_SESSION_TOKEN"])),
+        validate_certs=dict(type="bool", default=True),
+        ca_bundle=dict(type="path"),
+        addressing_style=dict(type="str", choices=["auto", "path", "virtual"]),
+    )
+
 
 def s3_client(params):
     """A boto3 S3 client for the connection options of backup_upload."""

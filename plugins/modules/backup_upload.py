@@ -381,7 +381,7 @@ import hashlib
 import json
 import os
 
-from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.authentik_ops.backup.plugins.module_utils._common import Stopwatch, run_module
 from ansible_collections.authentik_ops.backup.plugins.module_utils._errors import BackupError, ConfigError
@@ -400,6 +400,7 @@ from ansible_collections.authentik_ops.backup.plugins.module_utils._s3 import (
     lock_of,
     protection_problem,
     prune_bucket,
+    s3_argument_spec,
     s3_client,
     survey_bucket,
     wanted_retention,
@@ -797,14 +798,7 @@ def main():
             prefix=dict(type="str", default=""),
             mode=dict(type="str", default="upload", choices=["upload", "verify", "prune"]),
             verify=dict(type="str", default="download", choices=["download", "etag"]),
-            endpoint_url=dict(type="str"),
-            region=dict(type="str"),
-            access_key=dict(type="str", no_log=False, fallback=(env_fallback, ["AWS_ACCESS_KEY_ID"])),
-            secret_key=dict(type="str", no_log=True, fallback=(env_fallback, ["AWS_SECRET_ACCESS_KEY"])),
-            session_token=dict(type="str", no_log=True, fallback=(env_fallback, ["AWS_SESSION_TOKEN"])),
-            validate_certs=dict(type="bool", default=True),
-            ca_bundle=dict(type="path"),
-            addressing_style=dict(type="str", choices=["auto", "path", "virtual"]),
+            **s3_argument_spec(),
             part_size=dict(type="int", default=16),
             verify_keys=dict(type="list", elements="str", default=[], no_log=False),
             object_lock_mode=dict(type="str", choices=list(LOCK_MODES)),

@@ -28,6 +28,7 @@ author:
   - authentik_ops maintainers (@authentik-ops)
 extends_documentation_fragment:
   - authentik_ops.backup._common
+  - authentik_ops.backup._common.output
   - authentik_ops.backup._common.s3
 attributes:
   check_mode:
@@ -64,38 +65,13 @@ options:
         encrypted). The data is written to a hidden partial file in the same directory, checked, synced and renamed
         with mode C(0600); a failed run removes it. The directory must exist.
     type: path
+    required: false
   compression:
     description:
       - Codec of the archive.
     type: str
     choices: [none, gzip, zstd]
     default: zstd
-  compression_level:
-    description:
-      - Codec level. Defaults to V(6) for gzip and V(3) for zstd.
-    type: int
-  compression_threads:
-    description:
-      - Worker threads for zstd. V(0) uses one per CPU core.
-    type: int
-    default: 0
-  force:
-    description:
-      - Replace O(dest) if it exists.
-    type: bool
-    default: false
-  encrypt_recipients:
-    description:
-      - age public keys (V(age1...)) to encrypt the archive to, as
-        O(authentik_ops.backup.path_archive#module:encrypt_recipients).
-    type: list
-    elements: str
-    default: []
-  owner:
-    description:
-      - The run this archive belongs to, as O(authentik_ops.backup.path_archive#module:owner); once that run is gone
-        the module removes its partial file and fails.
-    type: str
   src:
     description:
       - With O(state=restored), the archive to upload (as written with O(state=archived)).
@@ -202,7 +178,7 @@ import json
 import os
 import tarfile
 
-from ansible.module_utils.basic import AnsibleModule, env_fallback
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.authentik_ops.backup.plugins.module_utils._common import (
     DECRYPT_MUTUALLY_EXCLUSIVE,
@@ -219,6 +195,7 @@ from ansible_collections.authentik_ops.backup.plugins.module_utils._s3 import (
     HAS_BOTO3,
     S3Error,
     describe_error,
+    s3_argument_spec,
     s3_client,
 )
 from ansible_collections.authentik_ops.backup.plugins.module_utils._sink import compression_problem, open_decompressed
@@ -441,15 +418,7 @@ def main():
             src=dict(type="path"),
             decrypt_identity=dict(type="str", no_log=True),
             decrypt_identity_file=dict(type="path"),
-            endpoint_url=dict(type="str"),
-            region=dict(type="str"),
-            # the media bucket's key is authentik's own: hidden like the secret key
-            access_key=dict(type="str", no_log=True, fallback=(env_fallback, ["AWS_ACCESS_KEY_ID"])),
-            secret_key=dict(type="str", no_log=True, fallback=(env_fallback, ["AWS_SECRET_ACCESS_KEY"])),
-            session_token=dict(type="str", no_log=True, fallback=(env_fallback, ["AWS_SESSION_TOKEN"])),
-            validate_certs=dict(type="bool", default=True),
-            ca_bundle=dict(type="path"),
-            addressing_style=dict(type="str", choices=["auto", "path", "virtual"]),
+            **s3_argument_spec(),
         ),
         mutually_exclusive=DECRYPT_MUTUALLY_EXCLUSIVE + [("dest", "src")],
         required_if=[("state", "archived", ["dest"]), ("state", "restored", ["src"])],

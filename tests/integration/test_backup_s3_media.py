@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from testbed import ansible_run, paths, stacks
-from testbed.s3server import moto_server
+from testbed.s3server import bucket_state, moto_server
 
 REPO = paths.REPO_ROOT
 BACKUP = REPO / "playbooks" / "backup.yml"
@@ -59,15 +59,6 @@ def s3(tmp_path_factory):
         client.create_bucket(Bucket=BUCKET)
         client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
         yield endpoint, client
-
-
-def bucket_state(client):
-    state = {}
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
-        for item in page.get("Contents", []):
-            answer = client.get_object(Bucket=BUCKET, Key=item["Key"])
-            state[item["Key"]] = (answer["Body"].read(), answer.get("ContentType"))
-    return state
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +123,7 @@ def test_media_objects_copied_into_the_set_and_restored(stack_s3, s3, play, tmp_
     endpoint, client = s3
     for key, (body, content_type) in {**OBJECTS, **OUTSIDE}.items():
         client.put_object(Bucket=BUCKET, Key=key, Body=body, ContentType=content_type)
-    before = bucket_state(client)
+    before = bucket_state(client, BUCKET)
     dest = tmp_path / "backups"
     run_vars = {"authentik_backup_dest": str(dest), "authentik_backup_compose_project": stack_s3.project,
                 "authentik_backup_media_s3": {"endpoint_url": endpoint}}
@@ -165,12 +156,12 @@ def test_media_objects_copied_into_the_set_and_restored(stack_s3, s3, play, tmp_
     assert plan.rc == 0, plan.explain()
     assert (f"uploads the {len(OBJECTS)} media objects of media-s3.tar.zst into s3://{BUCKET}/media/"
             in ansible_run.one_line(plan.stdout)), plan.stdout[-3000:]
-    assert lost not in bucket_state(client)  # check mode uploaded nothing
+    assert lost not in bucket_state(client, BUCKET)  # check mode uploaded nothing
 
     done = play(RESTORE, restore_vars, {"authentik_restore_confirm": True})
     assert done.rc == 0, done.explain()
     no_credentials(done.stdout, done.stderr, plan.stdout, plan.stderr)
-    after = bucket_state(client)
+    after = bucket_state(client, BUCKET)
     for key in before:
         assert after[key] == before[key], key
     assert after["media/public/new-since.txt"] == (b"new", "text/plain")  # not in the set: left alone
@@ -184,11 +175,11 @@ def test_media_s3_asked_of_a_set_without_a_copy_is_refused(stack_s3, s3, play, t
                 "authentik_backup_media_s3": {"endpoint_url": endpoint}}
     run = play(BACKUP, run_vars, {"authentik_backup_components": ["postgres"]})
     assert run.rc == 0, run.explain()
-    before = bucket_state(client)
+    before = bucket_state(client, BUCKET)
     refused = play(RESTORE, run_vars, {"authentik_restore_from": "latest", "authentik_restore_confirm": True,
                                        "authentik_restore_components": ["postgres", "media-s3"]})
     assert refused.rc != 0
     text = ansible_run.one_line(refused.stdout)
     assert "media-s3 is in authentik_restore_components but the set holds no copy" in text, text[-3000:]
     assert "Nothing was stopped or changed" in text
-    assert bucket_state(client) == before
+    assert bucket_state(client, BUCKET) == before

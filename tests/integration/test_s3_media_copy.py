@@ -16,7 +16,7 @@ import stat
 import pytest
 
 from testbed import ansible_run
-from testbed.s3server import moto_server
+from testbed.s3server import bucket_state, moto_server
 
 CREDENTIALS = {"access_key": "akbt-media-copy", "secret_key": "akbt-media-copy-secret-never-logged"}
 AWS_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL",
@@ -47,16 +47,6 @@ def fill(client):
         client.put_object(Bucket=BUCKET, Key=key, Body=body)
 
 
-def bucket_state(client):
-    """{key: (bytes, content type)} of every object in the bucket."""
-    state = {}
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
-        for item in page.get("Contents", []):
-            answer = client.get_object(Bucket=BUCKET, Key=item["Key"])
-            state[item["Key"]] = (answer["Body"].read(), answer.get("ContentType"))
-    return state
-
-
 def media(endpoint, **args):
     result, run = ansible_run.run_module("s3_media", unset=AWS_ENV, bucket=BUCKET, prefix=PREFIX,
                                          endpoint_url=endpoint, region="us-east-1", **CREDENTIALS, **args)
@@ -67,7 +57,7 @@ def media(endpoint, **args):
 def test_archive_then_restore_gives_back_every_object(s3, tmp_path):
     endpoint, client = s3
     fill(client)
-    before = bucket_state(client)
+    before = bucket_state(client, BUCKET)
     archive = tmp_path / "media-s3.tar.zst"
 
     plan = media(endpoint, dest=str(archive), check_mode=True)
@@ -86,11 +76,11 @@ def test_archive_then_restore_gives_back_every_object(s3, tmp_path):
 
     plan = media(endpoint, state="restored", src=str(archive), check_mode=True)
     assert plan["plan"]["objects"] == len(OBJECTS), plan
-    assert lost not in bucket_state(client)  # check mode uploaded nothing
+    assert lost not in bucket_state(client, BUCKET)  # check mode uploaded nothing
 
     done = media(endpoint, state="restored", src=str(archive))
     assert not done.get("failed") and done["objects"] == len(OBJECTS), done.get("msg")
-    after = bucket_state(client)
+    after = bucket_state(client, BUCKET)
     for key in list(OBJECTS) + list(OUTSIDE):
         assert after[key] == before[key], key
     assert after["media/public/new-since.txt"] == (b"new", "binary/octet-stream")  # not in the archive: left alone
@@ -103,7 +93,7 @@ def test_a_damaged_archive_uploads_nothing(s3, tmp_path):
     made = media(endpoint, dest=str(archive), compression="none")
     assert not made.get("failed"), made
     client.delete_object(Bucket=BUCKET, Key="media/public/empty.txt")
-    before = bucket_state(client)
+    before = bucket_state(client, BUCKET)
 
     data = bytearray(archive.read_bytes())
     at = data.index(b"<svg>")
@@ -117,7 +107,7 @@ def test_a_damaged_archive_uploads_nothing(s3, tmp_path):
     cut.write_bytes(bytes(data[:len(data) // 2]))
     result = media(endpoint, state="restored", src=str(cut))
     assert result.get("failed") and "nothing was uploaded" in result["msg"], result
-    assert bucket_state(client) == before
+    assert bucket_state(client, BUCKET) == before
 
 
 def test_a_bucket_that_cannot_be_listed_leaves_no_archive(s3, tmp_path):

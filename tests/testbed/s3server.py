@@ -49,3 +49,13 @@ def moto_server(log_dir, access_key, secret_key):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def bucket_state(client, bucket):
+    """{key: (bytes, content type)} of every object in ``bucket`` (its current versions)."""
+    state = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for item in page.get("Contents", []):
+            answer = client.get_object(Bucket=bucket, Key=item["Key"])
+            state[item["Key"]] = (answer["Body"].read(), answer.get("ContentType"))
+    return state
