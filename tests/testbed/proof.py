@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -86,6 +87,17 @@ def _psql(container, user, sql, db="postgres", password=None):
 def databases(container, user, password=None):
     """Names of the non-template databases except ``postgres``."""
     return json.loads(_psql(container, user, _DATABASES_SQL, password=password).strip())
+
+
+def drop_kept_restore_databases(container, user, password=None):
+    """Drop the databases all-or-nothing restores of other tests kept on a shared stack (``akp_*``, ``akr_*``);
+    returns their names."""
+    listed = _psql(container, user, "SELECT datname FROM pg_database WHERE datname ~ '^ak[rpn]_[a-z0-9]+_[0-9]+$';",
+                   password=password)
+    names = [name for name in listed.split() if re.match(r"^ak[rpn]_[a-z0-9]+_\d+$", name)]
+    for name in names:
+        _psql(container, user, f'DROP DATABASE "{name}";', password=password)
+    return names
 
 
 def table_checksums(container, user, password=None):
