@@ -174,6 +174,7 @@ plan:
 """
 
 import hashlib
+import io
 import json
 import os
 import tarfile
@@ -268,18 +269,7 @@ def add_index(archive, entries):
     data = json.dumps(dict(format=1, objects=entries), indent=1, sort_keys=True).encode()
     info = tarfile.TarInfo(INDEX)
     info.size, info.mode = len(data), 0o600
-    archive.addfile(info, _Bytes(data))
-
-
-class _Bytes:
-    def __init__(self, data):
-        self.data, self.pos = data, 0
-
-    def read(self, amount=-1):
-        end = len(self.data) if amount is None or amount < 0 else self.pos + amount
-        piece = self.data[self.pos:end]
-        self.pos += len(piece)
-        return piece
+    archive.addfile(info, io.BytesIO(data))
 
 
 class _Reader:
