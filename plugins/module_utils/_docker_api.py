@@ -140,11 +140,12 @@ class DockerClient:
                                  f"{self.api_message(parsed, data)}")
         return parsed["Id"]
 
-    def remove_container(self, container, force=True, volumes=True):
-        """Remove a container (and its anonymous volumes). A missing container is fine."""
+    def remove_container(self, container, force=True, volumes=True, timeout=None):
+        """Remove a container (and its anonymous volumes). A missing container is fine. A ``timeout`` shorter
+        than the client's only stops waiting for the answer: the daemon goes on with the removal."""
         status, parsed, data = self.request("DELETE", self._container_url(container),
                                             query={"force": "true" if force else "false",
-                                                   "v": "true" if volumes else "false"})
+                                                   "v": "true" if volumes else "false"}, timeout=timeout)
         if status not in (204, 404):
             raise TransportError(f"removing container {container!r}: {self.api_message(parsed, data)}")
 

@@ -303,6 +303,7 @@ class _SignalGuard:
 
 READY_TIMEOUT = 30.0  # seconds for the helper to open the FIFO once started
 EXIT_TIMEOUT = 120.0  # seconds for the helper to exit after the end of its dump
+REMOVE_TIMEOUT = 20.0  # seconds to wait for the daemon's answer to the helper's removal (it goes on without us)
 
 
 class DumpHelper:
@@ -438,9 +439,9 @@ class _HelperRun:
             os.close(self.fd)
         if self.container_id is not None:
             try:
-                self.client.remove_container(self.container_id)
+                self.client.remove_container(self.container_id, timeout=REMOVE_TIMEOUT)
             except TransportError:
-                pass  # removed by the next dump (remove_stale: its owner is gone)
+                pass  # the daemon finishes it, else the next dump does (remove_stale: its owner is gone)
         if self.waiter is not None:
             self.waiter.join(5)
         shutil.rmtree(self.private, ignore_errors=True)

@@ -166,7 +166,8 @@ class HeldDump:
         args_file = self.dest.parent / f".args-{uuid.uuid4().hex}.json"
         args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": dict(container=self.pg, dest=str(self.dest),
                                                                      **args)}))
-        env = dict(os.environ, PYTHONPATH=str(ansible_run.REPO / ".collections"))
+        # faulthandler: a module that does not end in time is sent SIGABRT and prints where each thread was
+        env = dict(os.environ, PYTHONPATH=str(ansible_run.REPO / ".collections"), PYTHONFAULTHANDLER="1")
         proc = subprocess.Popen(  # pylint: disable=consider-using-with
             [sys.executable, "-m", "ansible_collections.authentik_ops.backup.plugins.modules.postgres_dump",
              str(args_file)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -191,6 +192,17 @@ class HeldDump:
             self.release()
         getattr(self, "args_file", Path("/nonexistent")).unlink(missing_ok=True)
         return False
+
+
+def ended(proc, timeout):
+    """Wait for the module to end; one that does not is aborted and the test fails with its threads' stacks."""
+    try:
+        proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        _out, err = proc.communicate(timeout=30)
+        pytest.fail(f"the module did not end within {timeout} s of the signal; where it was:\n"
+                    f"{err.decode('utf-8', 'replace')[-6000:]}")
 
 
 def result_of(proc, timeout=120):
@@ -236,9 +248,10 @@ def test_sigterm_of_the_module_removes_helper_fifo_and_partial(pg, tmp_path):
         proc = held.start_module(compression="none")
         held.wait_started()
         proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=60)
+        ended(proc, 90)
         assert proc.returncode != 0
-        assert helpers_of(held.db_id) == []
+        # the module asked for the removal; a daemon slower than the module's wait for its answer finishes it
+        wait_for(lambda: helpers_of(held.db_id) == [], 30, "the helper's removal")
     assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".args-")] == []
 
 
