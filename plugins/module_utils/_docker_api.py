@@ -442,19 +442,21 @@ class DockerTransport(Transport):
         self.container = container
         self.client = client or DockerClient(docker_host, timeout=timeout)
         self._info = None
+        self._stopped_ok = False
 
     def describe(self):
         return f"container {self.container!r}"
 
     def inspect(self):
-        """Inspect the container; fails if it does not exist or is not running."""
+        """Inspect the container; fails if it does not exist, or is not running (unless :meth:`allow_stopped`)."""
         if self._info is None:
             info = self.client.inspect_container(self.container)
             if info is None:
                 raise TransportError(f"container {self.container!r} not found on the Docker host; check the name "
                                      "(Compose v1 names it <project>_<service>_1, v2 <project>-<service>-1)")
             state = info.get("State") or {}
-            if not state.get("Running") or state.get("Paused") or state.get("Restarting"):
+            stopped = not state.get("Running") or state.get("Paused") or state.get("Restarting")
+            if stopped and not self._stopped_ok:
                 raise TransportError(f"container {self.container!r} is not running (status: "
                                      f"{state.get('Status', 'unknown')}); start it before backing up")
             self._info = info
@@ -489,6 +491,11 @@ class DockerTransport(Transport):
         return self.client.path_exists(self.container, path)
 
     def refresh(self):
+        self._info = None
+
+    def allow_stopped(self):
+        """The Engine API's archive endpoint reads stopped containers too (an exec still needs a running one)."""
+        self._stopped_ok = True
         self._info = None
 
     def stop(self, timeout=30):

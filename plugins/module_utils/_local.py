@@ -40,6 +40,9 @@ class LocalTransport(Transport):
     def check_running(self):
         """The host runs: nothing to check."""
 
+    def allow_stopped(self):
+        """A host directory is read whatever runs."""
+
     def exec_stream(self, argv, on_stdout, secret_env=None, stdin=None):
         raise NotSupported("commands are not run on the host the module runs on; give a container or a pod")
 

@@ -320,6 +320,11 @@ class Transport(abc.ABC):
     def refresh(self):
         """Forget what is cached about the target (after it was stopped, started or restarted)."""
 
+    def allow_stopped(self):
+        """Let :meth:`read_archive`, :meth:`path_exists` and :meth:`mounts` read the target while it is stopped;
+        NotSupported where a stopped target cannot be read."""
+        raise NotSupported(f"{self.describe()} cannot be read while it is stopped")
+
     def dump_helper(self):
         """An object that dumps PostgreSQL faster than exec (see ``_pg_helper``), or None where there is none."""
         return None

@@ -77,6 +77,13 @@ options:
       - Fail when a path is absent or not mounted, instead of skipping it.
     type: bool
     default: false
+  allow_stopped:
+    description:
+      - Read the paths of a stopped container too (on Docker the Engine API's archive endpoint reads any
+        container). Fails on Kubernetes, where a stopped pod has nothing to read. Without it a container that does not run fails
+        the task.
+    type: bool
+    default: false
   only_mounted:
     description:
       - With O(platform=docker) or O(platform=kubernetes), treat a path that is not a mount of the container (or
@@ -354,6 +361,8 @@ def run(module):
     check_options(params)
     check_output(module)
     transport = factory.open_transport(params)
+    if params["allow_stopped"]:
+        transport.allow_stopped()
     target = transport.target_facts()
     wanted, skipped = plan_paths(params, transport)
     common = dict(compression=params["compression"], target=target)
@@ -378,6 +387,7 @@ def main():
         )),
         required=dict(type="bool", default=False),
         only_mounted=dict(type="bool", default=True),
+        allow_stopped=dict(type="bool", default=False),
     )
     module = AnsibleModule(argument_spec=argument_spec, required_if=TRANSPORT_REQUIRED_IF,
                            required_one_of=[("paths", "content")], supports_check_mode=True)

@@ -144,6 +144,15 @@ def test_stopped_container_is_refused_before_any_exec(engine):
     assert [m for m, _u in server.requests] == ["GET"]
 
 
+def test_stopped_container_is_read_only_when_allowed(engine):
+    transport, _server = engine(state_running=False)
+    with pytest.raises(TransportError, match="is not running"):
+        transport.mounts()
+    transport.allow_stopped()
+    assert transport.target_facts()["platform"] == "docker"
+    transport.mounts()  # no error: inspect no longer insists on a running container
+
+
 def test_unreachable_daemon(tmp_path):
     transport = DockerTransport("db", f"unix://{tmp_path / 'nothing.sock'}", timeout=2)
     with pytest.raises(TransportError, match="cannot reach the Docker daemon"):
