@@ -28,6 +28,7 @@ GROUP_OPTIONS = {
     'transport': {'platform', 'docker_host', 'api_timeout', 'namespace',
                   'kubeconfig', 'context', 'host', 'api_key', 'validate_certs', 'ca_cert'},
     'sets': {'dest'},
+    'compose': {'path', 'service'},
     's3': {'endpoint_url', 'region', 'access_key', 'secret_key', 'session_token', 'validate_certs', 'ca_bundle',
            'addressing_style'},
 }
