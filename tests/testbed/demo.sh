@@ -7,6 +7,8 @@
 # then a real backup of it with playbooks/backup.yml, then the set it wrote.
 #   tests/testbed/demo.sh            bring the demo stack up (or reuse it) and back it up
 #   tests/testbed/demo.sh legacy     the same with the legacy (2025.2) layout: Redis and /media
+#   tests/testbed/demo.sh upgrade    upgrade the demo stack's PostgreSQL 15 -> 17 (playbooks/upgrade_postgres.yml)
+#   tests/testbed/demo.sh rollback   roll that upgrade back to 15
 #   tests/testbed/demo.sh down       remove the demo stacks and .demo/
 set -euo pipefail
 
@@ -25,12 +27,15 @@ case "$layout" in
         ;;
     current) project=akbt-demo naming=v2 ;;
     legacy) project=akbt_demo_legacy naming=v1 ;;
-    *) echo "usage: $0 [current|legacy|down]" >&2; exit 2 ;;
+    upgrade|rollback) project=akbt-demo naming=v2 action=$layout layout=current ;;
+    *) echo "usage: $0 [current|legacy|upgrade|rollback|down]" >&2; exit 2 ;;
 esac
+action=${action:-backup}
 
 echo "== Docker engine and test images (built offline from Debian packages; cached after the first run)"
 bash tests/testbed/engine.sh
 bash tests/testbed/images.sh
+if [ "$action" != backup ]; then bash tests/testbed/images-variants.sh; fi  # PostgreSQL 17 as postgres:17-alpine
 
 echo "== authentik-like Compose stack '$project' ($layout layout)"
 running=$(docker ps -q --filter "label=com.docker.compose.project=$project" | wc -l)
@@ -51,6 +56,28 @@ authentik:
       authentik_backup_dest: $demo/backups
       authentik_backup_compose_project: $project
 INV
+
+if [ "$action" != backup ]; then
+    PATH=$(dirname "$python"):$PATH
+    export PATH
+    if [ "$action" = rollback ]; then
+        echo "== ansible-playbook playbooks/upgrade_postgres.yml -e authentik_upgrade_rollback=true"
+        ansible-playbook -i "$demo/inventory.yml" playbooks/upgrade_postgres.yml -e authentik_upgrade_rollback=true
+    else
+        echo "== the plan: ansible-playbook playbooks/upgrade_postgres.yml --check"
+        ansible-playbook -i "$demo/inventory.yml" playbooks/upgrade_postgres.yml --check \
+            -e authentik_upgrade_postgres_image=docker.io/library/postgres:17-alpine
+        echo "== the upgrade: ... -e authentik_upgrade_confirm=true"
+        ansible-playbook -i "$demo/inventory.yml" playbooks/upgrade_postgres.yml \
+            -e authentik_upgrade_postgres_image=docker.io/library/postgres:17-alpine -e authentik_upgrade_confirm=true
+    fi
+    db=$(docker ps -q --filter "label=com.docker.compose.project=$project" --filter "label=com.docker.compose.service=postgresql")
+    echo "== the database now: $(docker exec "$db" postgres -V)"
+    docker ps --filter "label=com.docker.compose.project=$project" --format '  {{.Names}}  {{.Image}}  {{.Status}}'
+    echo
+    echo "'tests/testbed/demo.sh rollback' goes back to 15; 'tests/testbed/demo.sh down' cleans up."
+    exit 0
+fi
 
 echo "== ansible-playbook playbooks/backup.yml -i $demo/inventory.yml"
 PATH=$(dirname "$python"):$PATH ansible-playbook -i "$demo/inventory.yml" playbooks/backup.yml
