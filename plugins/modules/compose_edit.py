@@ -717,7 +717,10 @@ def replace_file(path, original, data, backup=True, now=None):
         if backup_file:
             _remove(backup_file)
         raise
-    fsync_dir(os.path.dirname(path) or ".")
+    try:
+        fsync_dir(os.path.dirname(path) or ".")
+    except OSError:
+        pass  # the file is replaced (the rename is done); only its durability across a crash is less certain
     return backup_file
 
 

@@ -226,3 +226,12 @@ def test_a_failed_upgrade_is_undone_then_the_upgrade_works(stack_legacy_up, brok
     override = [f for f in stack.compose_files if f != stack.compose_files[0]]
     assert any(NEW_IMAGE in Path(f).read_text() for f in override), "the image is set in the override"
     assert "database-pg17:/var/lib/postgresql/data" in Path(stack.compose_files[0]).read_text()
+
+    # cleanup after the upgrade removes the old volume; a rollback is then refused, the project left as it runs
+    run = play(UPGRADE, upgrade_vars(stack, dest, authentik_upgrade_cleanup=True))
+    assert run.rc == 0, run.explain()
+    assert inspect("volume", old_volume) is None and volume_of(stack) == f"{stack.project}_database-pg17"
+    before = (started(stack), files_state(stack))
+    run = play(UPGRADE, upgrade_vars(stack, dest, authentik_upgrade_rollback=True))
+    assert_refused(run, ["was removed (authentik_upgrade_cleanup): there is nothing to roll back to"], stack, before)
+    assert major(stack) == 17 and checksums(stack) == data
