@@ -214,6 +214,8 @@ def test_a_failed_upgrade_is_undone_then_the_upgrade_works(stack_legacy_up, brok
     assert "It was undone: the compose files are as before, the database runs PostgreSQL 15" in out, run.explain()
     assert major(stack) == 15 and volume_of(stack) == old_volume
     assert inspect("volume", f"{stack.project}_database-pgx") is None, "the failed try's volume must be removed"
+    records = Path(stack.workdir) / ".authentik-upgrade-postgres"
+    assert not (records / "upgrading.json").exists() and not (records / "state.json").exists()
     assert {f: Path(f).read_bytes() for f in stack.compose_files} == original
     assert checksums(stack) == data and sequences(stack) == seqs
     assert all(running(stack).values()), running(stack)
@@ -225,6 +227,10 @@ def test_a_failed_upgrade_is_undone_then_the_upgrade_works(stack_legacy_up, brok
     assert all(running(stack).values()), running(stack)
     override = [f for f in stack.compose_files if f != stack.compose_files[0]]
     assert any(NEW_IMAGE in Path(f).read_text() for f in override), "the image is set in the override"
+    record = json.loads((records / "state.json").read_text())
+    assert record["phase"] == "upgraded" and not (records / "upgrading.json").exists()
+    assert (records / "state.json").stat().st_mode & 0o777 == 0o600 and records.stat().st_mode & 0o777 == 0o700
+    assert stack.pg_password not in (records / "state.json").read_text()
     assert "database-pg17:/var/lib/postgresql/data" in Path(stack.compose_files[0]).read_text()
 
     # cleanup after the upgrade removes the old volume; a rollback is then refused, the project left as it runs
