@@ -58,6 +58,20 @@ PROBE_SQL = (
 )
 
 
+# the databases postgres_dump and postgres_fingerprint leave out unless told otherwise (exclude_databases)
+DEFAULT_EXCLUDED_DATABASES = ["postgres", "template0", "template1"]
+
+
+def connection_argument_spec():
+    """The connection options of the PostgreSQL modules (the password reaches psql on the exec's stdin)."""
+    return dict(
+        user=dict(type="str"),
+        password=dict(type="str", no_log=True),
+        host=dict(type="str"),
+        port=dict(type="int"),
+    )
+
+
 def shell(params, command):
     """argv running ``command`` (shell text using "$@") after the credential preamble."""
     return ["sh", "-c", CREDENTIALS_SH + command, "sh", params.get("user") or "", params.get("host") or "",

@@ -264,7 +264,9 @@ from ansible_collections.authentik_ops.backup.plugins.module_utils._errors impor
 )
 from ansible_collections.authentik_ops.backup.plugins.module_utils._formats import pg_dumpall_complete
 from ansible_collections.authentik_ops.backup.plugins.module_utils._postgres import (
+    DEFAULT_EXCLUDED_DATABASES,
     PROBE_SQL,
+    connection_argument_spec,
     secret_env,
     shell,
 )
@@ -408,12 +410,9 @@ def run(module):
 def main():
     argument_spec = transport_argument_spec()
     argument_spec.update(output_argument_spec("zstd"))
+    argument_spec.update(connection_argument_spec())
     argument_spec.update(
-        user=dict(type="str"),
-        password=dict(type="str", no_log=True),
-        host=dict(type="str"),
-        port=dict(type="int"),
-        exclude_databases=dict(type="list", elements="str", default=["postgres", "template0", "template1"]),
+        exclude_databases=dict(type="list", elements="str", default=list(DEFAULT_EXCLUDED_DATABASES)),
         method=dict(type="str", default="auto", choices=["auto", "exec", "helper"]),
     )
     module = AnsibleModule(argument_spec=argument_spec, required_if=TRANSPORT_REQUIRED_IF, supports_check_mode=True)

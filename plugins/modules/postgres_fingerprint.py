@@ -203,6 +203,10 @@ from ansible_collections.authentik_ops.backup.plugins.module_utils._errors impor
 )
 from ansible_collections.authentik_ops.backup.plugins.module_utils._pgproof import Fingerprint
 from ansible_collections.authentik_ops.backup.plugins.module_utils._pgswap import CopyRouter, run_sql
+from ansible_collections.authentik_ops.backup.plugins.module_utils._postgres import (
+    DEFAULT_EXCLUDED_DATABASES,
+    connection_argument_spec,
+)
 from ansible_collections.authentik_ops.backup.plugins.module_utils._transport import CappedBuffer
 
 MESSAGE_DIFFERENCES = 10
@@ -556,12 +560,9 @@ def run(module):
 
 def main():
     argument_spec = transport_argument_spec()
+    argument_spec.update(connection_argument_spec())
     argument_spec.update(
-        user=dict(type="str"),
-        password=dict(type="str", no_log=True),
-        host=dict(type="str"),
-        port=dict(type="int"),
-        exclude_databases=dict(type="list", elements="str", default=["postgres", "template0", "template1"]),
+        exclude_databases=dict(type="list", elements="str", default=list(DEFAULT_EXCLUDED_DATABASES)),
         analyze=dict(type="bool", default=False),
         compare_to=dict(type="raw"),
     )

@@ -336,6 +336,7 @@ from ansible_collections.authentik_ops.backup.plugins.module_utils._errors impor
 from ansible_collections.authentik_ops.backup.plugins.module_utils._postgres import (
     PROBE_SQL,
     PSQL_MEANING,
+    connection_argument_spec,
     restore_dump,
     secret_env,
     shell,
@@ -450,14 +451,11 @@ def run(module):
 
 def main():
     argument_spec = transport_argument_spec()
+    argument_spec.update(connection_argument_spec())
     argument_spec.update(
         src=dict(type="path"),
         compression=dict(type="str", default="auto", choices=["auto", "none", "gzip", "zstd"]),
         database=dict(type="str", default="postgres"),
-        user=dict(type="str"),
-        password=dict(type="str", no_log=True),
-        host=dict(type="str"),
-        port=dict(type="int"),
         filter_current_role=dict(type="bool", default=True),
         state=dict(type="str", default="restored",
                    choices=["restored", "staged", "swapped", "discarded", "rolled_back", "cleaned"]),
