@@ -210,6 +210,89 @@ def test_secrets(cluster, v1):
     assert [r["metadata"]["name"] for r in res["resources"]] == ["%s-postgresql" % RELEASE]
 
 
+def _status(call, *args, **kwargs):
+    """(HTTP status, Status message) of a call the server must refuse."""
+    with pytest.raises(k8s_client.ApiException) as exc:
+        call(*args, **kwargs)
+    return exc.value.status, json.loads(exc.value.body)["message"]
+
+
+def test_secret_writes_like_a_real_api_server(v1):
+    name = "akbt-writes"
+    body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "labels": {"a": "1"}},
+            "data": {"K": base64.b64encode(b"one").decode()}, "stringData": {"S": "plain"}}
+    created = v1.create_namespaced_secret(NS, body)
+    assert created.data == {"K": base64.b64encode(b"one").decode(), "S": base64.b64encode(b"plain").decode()}
+    assert created.type == "Opaque" and created.metadata.uid and created.metadata.creation_timestamp
+    assert _status(v1.create_namespaced_secret, NS, body)[0] == 409
+    assert _status(v1.create_namespaced_secret, "akbt-no-such-namespace", body)[0] == 404
+
+    # PUT: the whole object; a stale resourceVersion is a conflict, uid and creationTimestamp stay
+    replaced = v1.replace_namespaced_secret(name, NS, {
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NS,
+                                                           "resourceVersion": created.metadata.resource_version},
+        "data": {"N": base64.b64encode(b"two").decode()}})
+    assert replaced.data == {"N": base64.b64encode(b"two").decode()} and not replaced.metadata.labels
+    assert replaced.metadata.uid == created.metadata.uid
+    assert int(replaced.metadata.resource_version) > int(created.metadata.resource_version)
+    stale = {"apiVersion": "v1", "kind": "Secret",
+             "metadata": {"name": name, "resourceVersion": created.metadata.resource_version}}
+    assert _status(v1.replace_namespaced_secret, name, NS, stale)[0] == 409
+    missing = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "akbt-missing"}}
+    assert _status(v1.replace_namespaced_secret, "akbt-missing", NS, missing)[0] == 404
+    for change, code, text in (
+            ({"kind": "ConfigMap"}, 400, "kind ConfigMap"),
+            ({"apiVersion": "rbac.authorization.k8s.io/v1"}, 400, "API version"),
+            ({"metadata": {"name": "other"}}, 400, "does not match the name on the URL"),
+            ({"metadata": {"name": name, "namespace": "kube-system"}}, 400, "namespace of the provided object"),
+            ({"data": {"bad key": "eA=="}}, 422, "valid config key"),
+            ({"data": {"K": "not base64"}}, 400, "base64"),
+            ({"type": "kubernetes.io/service-account-token"}, 422, "field is immutable")):
+        bad = dict({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}}, **change)
+        got, message = _status(v1.replace_namespaced_secret, name, NS, bad)
+        assert got == code and text in message, (change, got, message)
+
+    # PATCH: strategic merge (the client's default for a dict), JSON merge, JSON patch
+    patched = v1.patch_namespaced_secret(name, NS, {"metadata": {"annotations": {"x": "y"}},
+                                                    "data": {"N": None, "P": "cA=="}})
+    assert patched.data == {"P": "cA=="} and patched.metadata.annotations == {"x": "y"}
+    patched = v1.patch_namespaced_secret(name, NS, {"metadata": {"annotations": None, "labels": {"b": "2"}}},
+                                         _content_type="application/merge-patch+json")
+    assert patched.metadata.labels == {"b": "2"} and not patched.metadata.annotations
+    patched = v1.patch_namespaced_secret(name, NS, [{"op": "add", "path": "/data/Q", "value": "cQ=="}])
+    assert patched.data == {"P": "cA==", "Q": "cQ=="}
+    assert v1.read_namespaced_secret(name, NS).data == patched.data
+
+    # immutable: the data can no longer change; DELETE
+    v1.patch_namespaced_secret(name, NS, {"immutable": True})
+    assert _status(v1.patch_namespaced_secret, name, NS, {"data": {"P": "eA=="}})[0] == 422
+    v1.delete_namespaced_secret(name, NS)
+    assert _status(v1.read_namespaced_secret, name, NS)[0] == 404
+    assert _status(v1.delete_namespaced_secret, name, NS)[0] == 404
+
+
+def test_k8s_module_replaces_and_creates_secrets(cluster, v1):
+    """kubernetes.core.k8s with force: true (GET, then PUT of the whole object, or POST when missing), in check
+    mode a dry run that stores nothing."""
+    name = "akbt-k8s-module"
+    definition = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NS},
+                  "type": "Opaque", "data": {"K": base64.b64encode(b"one").decode()}}
+    res = ansible(cluster, "kubernetes.core.k8s", state="present", force=True, definition=definition)
+    assert not res.get("failed") and res["method"] == "create", res
+    definition["data"] = {"N": base64.b64encode(b"two").decode()}
+    res = ansible(cluster, "kubernetes.core.k8s", state="present", force=True, definition=definition)
+    assert not res.get("failed") and res["method"] == "replace" and res["changed"], res
+    assert v1.read_namespaced_secret(name, NS).data == definition["data"]
+    res, _run = ansible_run.run_module("kubernetes.core.k8s", check_mode=True, kubeconfig=cluster["kubeconfig"],
+                                       home=os.path.join(cluster["work"], "ansible-home"), state="present",
+                                       force=True, definition=dict(definition, data={}))
+    assert not res.get("failed") and res["changed"], res
+    assert v1.read_namespaced_secret(name, NS).data == definition["data"]
+    requests = admin(cluster, "GET", "/_test/requests")
+    assert ["PUT", f"/api/v1/namespaces/{NS}/secrets/{name}", "dryRun=All"] in requests
+    v1.delete_namespaced_secret(name, NS)
+
+
 def test_k8s_info_pods_by_labels(cluster):
     res = ansible(cluster, "kubernetes.core.k8s_info", kind="Pod", namespace=NS,
                   label_selectors=["app.kubernetes.io/instance=%s" % RELEASE, "app.kubernetes.io/name=postgresql",

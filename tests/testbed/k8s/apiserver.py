@@ -5,8 +5,13 @@ Not a cluster: it serves the few endpoints the collection uses, with the shapes 
 ``kubernetes`` Python client and the kubernetes.core modules expect:
 
 - discovery: /version, /api, /api/v1, /apis, /apis/apps, /apis/apps/v1 (404 elsewhere, e.g. /openapi/v2)
-- namespaces, pods (list/get, labelSelector, fieldSelector), secrets (list/get), deployments and
-  statefulsets (list/get, PATCH of spec.replicas, ``scale`` subresource GET/PATCH/PUT) with ``watch=true``
+- namespaces, pods (list/get, labelSelector, fieldSelector), deployments and statefulsets (list/get, PATCH of
+  spec.replicas, ``scale`` subresource GET/PATCH/PUT) with ``watch=true``
+- secrets: list/get, and written as the real server does for what kubernetes.core.k8s sends: POST (create; 409 when
+  it exists), PUT (replace; 404 when missing, 409 on a stale resourceVersion), PATCH (merge, strategic-merge,
+  json-patch, apply-patch), DELETE; ``dryRun=All``; kind, apiVersion, name and namespace checked against the URL
+  (400), keys, size and the immutable ``type`` / ``immutable`` checked (422); uid and creationTimestamp kept, a new
+  resourceVersion on every change
 - pod exec over WebSocket (``v4.channel.k8s.io``, ``v5.channel.k8s.io``), run in the pod's Docker
   container through the Docker Engine API (exec create, hijacked stream, exec inspect)
 - test-only admin endpoints under /_test/ (faults, state dump, reload)
@@ -342,6 +347,7 @@ class State:
                 for k, v in (s.pop("stringData", None) or {}).items():
                     d[k] = base64.b64encode(v.encode()).decode()
                 s["data"] = d
+                s.setdefault("annotations", {})
                 s["uid"] = s.get("uid") or str(uuid.uuid4())
                 s["rv"] = self.next_rv()
                 s["created"] = s.get("created") or now_iso()
@@ -547,7 +553,15 @@ class State:
             meta["labels"] = dict(s["labels"])
         if s.get("annotations"):
             meta["annotations"] = dict(s["annotations"])
-        return {"kind": "Secret", "apiVersion": "v1", "metadata": meta, "type": s["type"], "data": dict(s["data"])}
+        for key in ("ownerReferences", "finalizers"):
+            if s.get(key):
+                meta[key] = copy.deepcopy(s[key])
+        obj = {"kind": "Secret", "apiVersion": "v1", "metadata": meta, "type": s["type"]}
+        if s["data"]:
+            obj["data"] = dict(s["data"])
+        if s.get("immutable") is not None:
+            obj["immutable"] = s["immutable"]
+        return obj
 
     def render_namespace(self, ns):
         labels = dict(ns["labels"])
@@ -1101,6 +1115,222 @@ PLURAL = {"pods": "Pod", "secrets": "Secret", "namespaces": "Namespace", "deploy
           "statefulsets": "StatefulSet"}
 
 
+# -- writing Secrets ----------------------------------------------------------------------------------------------
+
+SECRET_KEY_RE = re.compile(r"^[-._a-zA-Z0-9]+$")
+DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+MAX_SECRET_BYTES = 1 << 20
+MERGE_PATCH = ("application/merge-patch+json", "application/strategic-merge-patch+json")
+JSON_PATCH = "application/json-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
+
+
+def invalid(kind, name, causes):
+    """422 Invalid, as the API server reports failed validation: ``causes`` are (field, message)."""
+    text = ", ".join("%s: %s" % c for c in causes)
+    return ApiError(422, "Invalid", '%s "%s" is invalid: %s' % (kind, name, text),
+                    {"name": name, "kind": kind,
+                     "causes": [{"reason": "FieldValueInvalid", "message": m, "field": f} for f, m in causes]})
+
+
+def merge_patch(target, patch, strategic=False):
+    """RFC 7386 JSON merge patch; ``strategic`` also honours ``$patch: replace|delete`` in maps and drops the other
+    ``$`` directives (a Secret has no lists with merge keys that matter here)."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    if strategic:
+        directive = patch.get("$patch")
+        if directive == "delete":
+            return None
+        if directive == "replace":
+            return {k: copy.deepcopy(v) for k, v in patch.items() if not k.startswith("$")}
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if strategic and key.startswith("$"):
+            continue
+        if value is None:
+            out.pop(key, None)
+            continue
+        merged = merge_patch(out.get(key), value, strategic)
+        if merged is None:
+            out.pop(key, None)
+        else:
+            out[key] = merged
+    return out
+
+
+def _pointer(path):
+    if path == "":
+        return []
+    if not path.startswith("/"):
+        raise ApiError(422, "Invalid", "json patch path %r is not a JSON pointer" % path)
+    return [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
+
+
+def json_patch(doc, ops):
+    """RFC 6902 JSON patch (add, remove, replace, test, copy, move)."""
+    if not isinstance(ops, list):
+        raise ApiError(400, "BadRequest", "a json patch must be a list of operations")
+    doc = copy.deepcopy(doc)
+
+    def parent(path):
+        parts = _pointer(path)
+        if not parts:
+            raise ApiError(422, "Invalid", "json patch: the whole document cannot be the target")
+        node = doc
+        for part in parts[:-1]:
+            node = node[int(part)] if isinstance(node, list) else node.get(part) if isinstance(node, dict) else None
+            if node is None:
+                raise ApiError(422, "Invalid", "json patch: path %s does not exist" % path)
+        return node, parts[-1]
+
+    def get(path):
+        node, key = parent(path)
+        try:
+            return node[int(key)] if isinstance(node, list) else node[key]
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ApiError(422, "Invalid", "json patch: path %s does not exist" % path) from exc
+
+    def remove(path):
+        node, key = parent(path)
+        get(path)
+        if isinstance(node, list):
+            del node[int(key)]
+        else:
+            del node[key]
+
+    def add(path, value):
+        node, key = parent(path)
+        if isinstance(node, list):
+            node.insert(len(node) if key == "-" else int(key), value)
+        elif isinstance(node, dict):
+            node[key] = value
+        else:
+            raise ApiError(422, "Invalid", "json patch: path %s does not exist" % path)
+
+    for op in ops:
+        kind, path = (op or {}).get("op"), (op or {}).get("path", "")
+        if kind == "add":
+            add(path, copy.deepcopy(op.get("value")))
+        elif kind == "remove":
+            remove(path)
+        elif kind == "replace":
+            get(path)
+            remove(path)
+            add(path, copy.deepcopy(op.get("value")))
+        elif kind == "test":
+            if get(path) != op.get("value"):
+                raise ApiError(422, "Invalid", "json patch: test of %s failed" % path)
+        elif kind in ("copy", "move"):
+            value = copy.deepcopy(get(op.get("from", "")))
+            if kind == "move":
+                remove(op.get("from", ""))
+            add(path, value)
+        else:
+            raise ApiError(400, "BadRequest", "json patch: unknown operation %r" % (kind,))
+    return doc
+
+
+def _string_map(obj, field):
+    if obj is None:
+        return {}
+    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in obj.items()):
+        raise ApiError(400, "BadRequest", "%s: expected a map of strings to strings" % field)
+    return dict(obj)
+
+
+def secret_from_object(obj, ns, url_name, existing, generate=False):
+    """The stored form of the Secret ``obj`` of a request to namespace ``ns`` (and ``url_name`` for PUT/PATCH),
+    validated as the API server does: 400 for what it cannot decode or what contradicts the URL, 422 for what it
+    decodes but refuses, 409 for a stale resourceVersion. Nothing is stored here."""
+    if not isinstance(obj, dict):
+        raise ApiError(400, "BadRequest", "the body of the request is not a JSON object")
+    for field, shown in (("kind", "Kind"), ("apiVersion", "apiVersion")):
+        if not obj.get(field):
+            raise ApiError(400, "BadRequest", "Object '%s' is missing in the request body" % shown)
+    if obj["apiVersion"] != "v1":
+        raise ApiError(400, "BadRequest", "the API version in the data (%s) does not match the expected API "
+                       "version (v1)" % obj["apiVersion"])
+    if obj["kind"] != "Secret":
+        raise ApiError(400, "BadRequest", "the object provided is of kind %s, not Secret (the kind of the URL)"
+                       % obj["kind"])
+    meta = obj.get("metadata") or {}
+    if not isinstance(meta, dict):
+        raise ApiError(400, "BadRequest", "metadata: expected an object")
+    name = meta.get("name") or ""
+    if not name and generate and meta.get("generateName"):
+        name = str(meta["generateName"]) + uuid.uuid4().hex[:5]
+    if url_name is not None and name != url_name:
+        raise ApiError(400, "BadRequest", "the name of the object (%s) does not match the name on the URL (%s)"
+                       % (name, url_name))
+    name = name or url_name or ""
+    if meta.get("namespace") and meta["namespace"] != ns:
+        raise ApiError(400, "BadRequest", "the namespace of the provided object does not match the namespace sent "
+                       "on the request")
+    if not name:
+        raise invalid("Secret", "", [("metadata.name", "Required value: name or generateName is required")])
+    if len(name) > 253 or not DNS_SUBDOMAIN_RE.match(name):
+        raise invalid("Secret", name, [("metadata.name", "Invalid value: %r: a lowercase RFC 1123 subdomain" % name)])
+    data = {}
+    raw_data = obj.get("data")
+    if raw_data is not None and not isinstance(raw_data, dict):
+        raise ApiError(400, "BadRequest", "data: expected a map")
+    decoded = 0
+    for key, value in (raw_data or {}).items():
+        if not isinstance(value, str):
+            raise ApiError(400, "BadRequest", "data[%s]: expected a base64 string" % key)
+        try:
+            decoded_value = base64.b64decode(value, validate=True)
+        except (ValueError, TypeError) as exc:
+            raise ApiError(400, "BadRequest", "Secret in version \"v1\" cannot be handled as a Secret: illegal "
+                           "base64 data in data[%s]" % key) from exc
+        data[key] = base64.b64encode(decoded_value).decode()
+        decoded += len(key) + len(decoded_value)
+    for key, value in _string_map(obj.get("stringData"), "stringData").items():
+        data[key] = base64.b64encode(value.encode()).decode()
+        decoded += len(key) + len(value.encode())
+    bad = [k for k in data if not SECRET_KEY_RE.match(k) or len(k) > 253]
+    if bad:
+        raise invalid("Secret", name, [("data[%s]" % k, "Invalid value: %r: a valid config key must consist of "
+                                        "alphanumeric characters, '-', '_' or '.'" % k) for k in bad])
+    if decoded > MAX_SECRET_BYTES:
+        raise invalid("Secret", name, [("data", "Too long: must have at most %d bytes" % MAX_SECRET_BYTES)])
+    stype = obj.get("type") or "Opaque"
+    if not isinstance(stype, str):
+        raise ApiError(400, "BadRequest", "type: expected a string")
+    immutable = obj.get("immutable")
+    if immutable is not None and not isinstance(immutable, bool):
+        raise ApiError(400, "BadRequest", "immutable: expected a boolean")
+    if existing is not None:
+        rv = meta.get("resourceVersion")
+        if rv and str(rv) != existing["rv"]:
+            raise ApiError(409, "Conflict", 'Operation cannot be fulfilled on secrets "%s": the object has been '
+                           "modified; please apply your changes to the latest version and try again" % name,
+                           {"name": name, "kind": "secrets"})
+        if meta.get("uid") and meta["uid"] != existing["uid"]:
+            raise ApiError(409, "Conflict", 'Operation cannot be fulfilled on secrets "%s": Precondition failed: '
+                           "UID in precondition: %s, UID in object meta: %s" % (name, meta["uid"], existing["uid"]))
+        causes = []
+        if stype != existing["type"]:
+            causes.append(("type", "Invalid value: %r: field is immutable" % stype))
+        if existing.get("immutable"):
+            if data != existing["data"]:
+                causes.append(("data", "Forbidden: field is immutable when `immutable` is set"))
+            if not immutable:
+                causes.append(("immutable", "Forbidden: field is immutable when `immutable` is set"))
+        if causes:
+            raise invalid("Secret", name, causes)
+    for field in ("ownerReferences", "finalizers"):
+        if meta.get(field) is not None and not isinstance(meta[field], list):
+            raise ApiError(400, "BadRequest", "metadata.%s: expected a list" % field)
+    return {"name": name, "namespace": ns, "labels": _string_map(meta.get("labels"), "metadata.labels"),
+            "annotations": _string_map(meta.get("annotations"), "metadata.annotations"),
+            "ownerReferences": copy.deepcopy(meta.get("ownerReferences") or []),
+            "finalizers": list(meta.get("finalizers") or []), "type": stype, "data": data, "immutable": immutable,
+            "uid": existing["uid"] if existing else str(uuid.uuid4()),
+            "created": existing["created"] if existing else now_iso()}
+
+
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "akbt-k8s-apiserver/1"
@@ -1158,7 +1388,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if len(self.server.request_log) > 2000:
             del self.server.request_log[:1000]
         try:
-            body = self._body() if method in ("POST", "PATCH", "PUT") and not self._is_upgrade() else b""
+            body = self._body() if method in ("POST", "PATCH", "PUT", "DELETE") and not self._is_upgrade() else b""
             if not self._auth_ok():
                 raise ApiError(401, "Unauthorized", "Unauthorized")
             self._route(method, path, query, body)
@@ -1226,7 +1456,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 raise ApiError(404, "NotFound", "the server could not find the requested resource")
             return self._pods(method, ns, name, query)
         if resource == "secrets":
-            return self._secrets(method, ns, name, query)
+            if sub is not None:
+                raise ApiError(404, "NotFound", "the server could not find the requested resource")
+            return self._secrets(method, ns, name, query, body)
         kind = PLURAL[resource]
         return self._workloads(method, kind, ns, name, sub, query, body)
 
@@ -1324,18 +1556,103 @@ class Handler(http.server.BaseHTTPRequestHandler):
             items = [(p, cs) for p, cs in st.visible_pods() if ns is None or p["namespace"] == ns]
             return self._send_json(200, self._list("Pod", items, query, lambda pc: st.render_pod(*pc), fields))
 
-    def _secrets(self, method, ns, name, query):
-        self._require_get(method)
+    def _secrets(self, method, ns, name, query, body):
         st = self.server.state
+        if method == "GET":
+            with st.lock:
+                if name:
+                    s = st.secrets.get((ns, name))
+                    if s is None:
+                        raise not_found("secrets", name)
+                    return self._send_json(200, st.render_secret(s))
+                items = [s for s in st.secrets.values() if ns is None or s["namespace"] == ns]
+                return self._send_json(200, self._list("Secret", items, query, st.render_secret,
+                                                       ("metadata.name", "metadata.namespace", "type")))
+        if ns is None or (method == "POST") == bool(name) or method not in ("POST", "PUT", "PATCH", "DELETE"):
+            raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        dry_run = "All" in (query.get("dryRun") or [])
+        ctype = (self.headers.get("Content-Type") or "application/json").split(";")[0].strip().lower()
         with st.lock:
-            if name:
-                s = st.secrets.get((ns, name))
-                if s is None:
+            if ns not in st.namespaces:
+                raise not_found("namespaces", ns)
+            existing = st.secrets.get((ns, name)) if name else None
+            if method == "DELETE":
+                return self._delete_secret(ns, name, existing, body, dry_run)
+            doc = self._secret_body(method, ctype, body, query)
+            code = 200
+            if method == "POST":
+                new = secret_from_object(doc, ns, None, None, generate=True)
+                if (ns, new["name"]) in st.secrets:
+                    raise ApiError(409, "AlreadyExists", 'secrets "%s" already exists' % new["name"],
+                                   {"name": new["name"], "kind": "secrets"})
+                code = 201
+            elif existing is None:
+                if method == "PATCH" and ctype == APPLY_PATCH:
+                    new, code = secret_from_object(doc, ns, name, None), 201
+                else:
                     raise not_found("secrets", name)
-                return self._send_json(200, st.render_secret(s))
-            items = [s for s in st.secrets.values() if ns is None or s["namespace"] == ns]
-            return self._send_json(200, self._list("Secret", items, query, st.render_secret,
-                                                   ("metadata.name", "metadata.namespace", "type")))
+            elif method == "PUT":
+                new = secret_from_object(doc, ns, name, existing)
+            else:
+                current = st.render_secret(existing)
+                if ctype == JSON_PATCH:
+                    patched = json_patch(current, doc)
+                else:
+                    patched = merge_patch(current, doc, strategic=ctype != MERGE_PATCH[0])
+                # a resourceVersion in the patch is a precondition; the current one is not
+                if not ((doc.get("metadata") or {}).get("resourceVersion") if isinstance(doc, dict) else None):
+                    (patched.get("metadata") or {}).pop("resourceVersion", None)
+                new = secret_from_object(patched, ns, name, existing)
+            if existing is not None and new["data"] == existing["data"] and all(
+                    (new[k] or None) == (existing.get(k) or None)
+                    for k in ("labels", "annotations", "ownerReferences", "finalizers", "type", "immutable")):
+                new["rv"] = existing["rv"]  # no change: no new resourceVersion, as the real server
+            else:
+                new["rv"] = existing["rv"] if dry_run and existing else st.next_rv()
+            if not dry_run:
+                st.secrets[(ns, new["name"])] = new
+            return self._send_json(code, st.render_secret(new))
+
+    def _secret_body(self, method, ctype, body, query):
+        """The JSON (or, for apply-patch, YAML) document of a write, with the media types the server accepts."""
+        if method == "PATCH" and ctype not in MERGE_PATCH + (JSON_PATCH, APPLY_PATCH):
+            raise ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - "
+                           "accepted media types include: application/json-patch+json, application/merge-patch+json, "
+                           "application/apply-patch+yaml")
+        if method != "PATCH" and ctype not in ("application/json", "*/*"):
+            raise ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - "
+                           "accepted media types include: application/json, application/yaml")
+        if ctype == APPLY_PATCH and not (query.get("fieldManager") or [""])[0]:
+            raise ApiError(400, "BadRequest", "PATCH /apply requires fieldManager to be set")
+        try:
+            text = body.decode("utf-8")
+            if ctype == APPLY_PATCH:
+                try:
+                    return json.loads(text)
+                except ValueError:
+                    import yaml  # noqa: PLC0415 - optional dependency, only for apply patches in YAML
+                    return yaml.safe_load(text)
+            return json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(400, "BadRequest", "invalid body: %s" % exc) from exc
+
+    def _delete_secret(self, ns, name, existing, body, dry_run):
+        st = self.server.state
+        if existing is None:
+            raise not_found("secrets", name)
+        try:
+            options = json.loads(body.decode("utf-8")) if body.strip() else {}
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(400, "BadRequest", "invalid body: %s" % exc) from exc
+        pre = (options or {}).get("preconditions") or {}
+        if (pre.get("uid") and pre["uid"] != existing["uid"]) or (
+                pre.get("resourceVersion") and str(pre["resourceVersion"]) != existing["rv"]):
+            raise ApiError(409, "Conflict", 'Operation cannot be fulfilled on secrets "%s": Precondition failed'
+                           % name, {"name": name, "kind": "secrets"})
+        if not dry_run:
+            del st.secrets[(ns, name)]
+        return self._send_json(200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                                     "details": {"name": name, "kind": "secrets", "uid": existing["uid"]}})
 
     def _workloads(self, method, kind, ns, name, sub, query, body):
         st = self.server.state
