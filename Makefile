@@ -106,7 +106,21 @@ matrix-%: .venv-%/.requirements.stamp collections-link
 
 matrix: $(addprefix matrix-,$(CORE_MATRIX)) ## sanity, unit tests, a backup+restore and the K8s transport on each older ansible-core
 
-test: bootstrap venv collections-link sanity lint unit integration matrix ## all gates: sanity, lint, unit, integration, matrix
+# The gates in the order above; the test bed images and the older ansible-cores' venvs (downloads and unpacking,
+# mostly) are prepared in the background while sanity, lint and the unit tests run, and waited for before the
+# integration tests (their output is printed then, from tests/output/prepare.log).
+test: bootstrap venv collections-link ## all gates: sanity, lint, unit, integration, matrix
+	@mkdir -p tests/output
+	@echo "test: building the test bed images and the venvs of ansible-core $(CORE_MATRIX) in the background"
+	@( bash tests/testbed/images.sh && bash tests/testbed/images-variants.sh && \
+	   $(MAKE) --no-print-directory $(foreach v,$(CORE_MATRIX),.venv-$(v)/.requirements.stamp) ) \
+	     > tests/output/prepare.log 2>&1 & prep=$$!; \
+	trap 'kill $$prep 2>/dev/null || true' EXIT; \
+	$(MAKE) --no-print-directory sanity lint unit || exit $$?; \
+	if wait $$prep; then trap - EXIT; cat tests/output/prepare.log; \
+	else rc=$$?; trap - EXIT; cat tests/output/prepare.log; echo "test: preparing the images or venvs failed" >&2; \
+	  exit $$rc; fi; \
+	$(MAKE) --no-print-directory integration matrix
 
 demo: bootstrap venv collections-link ## run the demo on the test bed (tests/testbed/demo.sh)
 	@test -x tests/testbed/demo.sh || { echo "demo: tests/testbed/demo.sh is missing or not executable" >&2; exit 1; }

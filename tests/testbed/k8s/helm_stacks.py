@@ -119,6 +119,60 @@ def _chown_volume(vol, uid, image):
            "-v", "%s:/v" % vol, image, "-c", "chown %s:%s /v && chmod 0775 /v" % (uid, uid))
 
 
+def _run_postgres(container, release, volume, sec_dir, lab_args, image):
+    """Create ``volume`` when missing and run the bitnami-like PostgreSQL container of a release on it."""
+    if docker("volume", "inspect", volume, check=False).returncode != 0:
+        docker("volume", "create", *lab_args, volume)
+        _chown_volume(volume, 1001, image)
+    docker("run", "-d", "--network", "none", "--name", container, "--hostname", "%s-postgresql-0" % release,
+           *lab_args, "--user", "1001:1001", "--read-only",
+           "--tmpfs", "/tmp:rw,mode=1777", "--tmpfs", "/var/run/postgresql:rw,mode=1777",
+           "-v", "%s:/bitnami/postgresql" % volume, "-v", "%s:%s:ro" % (sec_dir, PG_SECRET_DIR),
+           "-e", "AKBT_LOCAL_AUTH=scram", "-e", "POSTGRES_USER=authentik",
+           "-e", "POSTGRES_PASSWORD_FILE=%s/password" % PG_SECRET_DIR,
+           "-e", "POSTGRES_POSTGRES_PASSWORD_FILE=%s/postgres-password" % PG_SECRET_DIR,
+           "-e", "POSTGRES_DB=authentik", "-e", "PGDATA=/bitnami/postgresql/data",
+           "-e", "BITNAMI_APP_NAME=postgresql", "-e", "POSTGRESQL_PORT_NUMBER=5432",
+           "-e", "HOME=/tmp",
+           image)
+
+
+def _pg_ready(container, timeout=90):
+    def ready():
+        return docker("exec", container, "pg_isready", "-q", "-h", "/var/run/postgresql", "-U", "authentik",
+                      "-d", "authentik", check=False).returncode == 0
+    _wait(ready, timeout, "postgresql in %s" % container)
+
+
+def set_postgres(release="authentik", namespace="authentik", state_path=DEFAULT_STATE, image=PG_IMAGE,
+                 volume=None, reported=PG_REPORTED, chart_version="15.4.0"):
+    """What ``helm upgrade`` (or ``helm rollback``) of the database does: the pod's container is replaced by one of
+    ``image`` on ``volume`` (a new, empty one is initialised by the image with the release's credentials; the
+    original volume is kept), and the pod reports ``reported``. Returns the volume. The running test API server
+    must be told with POST /_test/reload."""
+    n = _names(release, namespace)
+    volume = volume or n["vol_pg"]
+    labels = {"akbt.k8s": "1", "akbt.k8s.release": release, "akbt.k8s.namespace": namespace}
+    lab_args = []
+    for k, v in labels.items():
+        lab_args += ["--label", "%s=%s" % (k, v)]
+    # stopped as the kubelet does (SIGTERM, then a grace period): killed, PostgreSQL's crash recovery would move
+    # the sequences ahead (they are logged 32 values in advance)
+    docker("stop", "-t", "30", n["pg"])
+    docker("rm", "-f", n["pg"])
+    _run_postgres(n["pg"], release, volume, os.path.join(_workdir(release, namespace), "postgresql-secrets"),
+                  lab_args, image)
+    _pg_ready(n["pg"])
+    state = _read_state(state_path)
+    for pod in state.get("pods", []):
+        for cont in pod.get("containers", []):
+            if cont.get("docker") == n["pg"]:
+                cont["image"] = reported
+                pod["labels"]["app.kubernetes.io/version"] = chart_version
+    _write_state(state_path, state)
+    return volume
+
+
 def up(layout="current", release="authentik", namespace="authentik", state_path=DEFAULT_STATE, load_data=True):
     """Create the deployment's containers and merge its objects into the state file; returns the state."""
     spec = LAYOUTS[layout]
@@ -142,19 +196,7 @@ def up(layout="current", release="authentik", namespace="authentik", state_path=
         lab_args += ["--label", "%s=%s" % (k, v)]
 
     # -- postgresql (bitnami subchart: StatefulSet <release>-postgresql, pod -0, uid 1001, read-only root)
-    docker("volume", "create", *lab_args, n["vol_pg"])
-    _chown_volume(n["vol_pg"], 1001, PG_IMAGE)
-    docker("run", "-d", "--network", "none", "--name", n["pg"], "--hostname", "%s-postgresql-0" % release,
-           *lab_args, "--user", "1001:1001", "--read-only",
-           "--tmpfs", "/tmp:rw,mode=1777", "--tmpfs", "/var/run/postgresql:rw,mode=1777",
-           "-v", "%s:/bitnami/postgresql" % n["vol_pg"], "-v", "%s:%s:ro" % (sec_dir, PG_SECRET_DIR),
-           "-e", "AKBT_LOCAL_AUTH=scram", "-e", "POSTGRES_USER=authentik",
-           "-e", "POSTGRES_PASSWORD_FILE=%s/password" % PG_SECRET_DIR,
-           "-e", "POSTGRES_POSTGRES_PASSWORD_FILE=%s/postgres-password" % PG_SECRET_DIR,
-           "-e", "POSTGRES_DB=authentik", "-e", "PGDATA=/bitnami/postgresql/data",
-           "-e", "BITNAMI_APP_NAME=postgresql", "-e", "POSTGRESQL_PORT_NUMBER=5432",
-           "-e", "HOME=/tmp",
-           PG_IMAGE)
+    _run_postgres(n["pg"], release, n["vol_pg"], sec_dir, lab_args, PG_IMAGE)
 
     # -- redis (legacy only: bitnami subchart, <release>-redis-master-0)
     if spec["redis"]:
@@ -193,9 +235,7 @@ def up(layout="current", release="authentik", namespace="authentik", state_path=
                *env_args, ak_image, comp)
 
     # -- wait and load sample data
-    def pg_ready():
-        return docker("exec", n["pg"], "pg_isready", "-q", "-h", "/var/run/postgresql", "-U", "authentik", "-d", "authentik", check=False).returncode == 0
-    _wait(pg_ready, 90, "postgresql in %s" % n["pg"])
+    _pg_ready(n["pg"])
     if load_data:
         docker("exec", "-i", "-e", "PGPASSWORD=" + pg_password, n["pg"], "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1",
                "-h", "/var/run/postgresql", "-U", "authentik", "-d", "authentik", input_=SAMPLE_SQL.encode())
