@@ -95,14 +95,23 @@ integration: venv collections-link ## pytest tests/integration against the Docke
 	.venv-$*/bin/python -m pip install --disable-pip-version-check -q -r requirements-$*.txt
 	touch $@
 
+# sanity (on a copy of the tree, one core mostly) runs beside the unit and MATRIX_TESTS tests; its output is printed
+# when it ends (from tests/output/matrix-sanity-<X.Y>.log)
 matrix-%: .venv-%/.requirements.stamp collections-link
 	@echo "matrix: ansible-core $$(.venv-$*/bin/python -c 'import ansible; print(ansible.__version__)') (.venv-$*)"
-	VENV=$(abspath .venv-$*) tests/run-sanity.sh $(MATRIX_SANITY_ARGS) $(SANITY_ARGS)
+	@mkdir -p tests/output
+	@VENV=$(abspath .venv-$*) tests/run-sanity.sh $(MATRIX_SANITY_ARGS) $(SANITY_ARGS) \
+	     > tests/output/matrix-sanity-$*.log 2>&1 & sanity=$$!; \
+	trap 'kill $$sanity 2>/dev/null || true' EXIT; \
 	PATH=$(abspath .venv-$*)/bin:$$PATH .venv-$*/bin/python -m pytest --import-mode=importlib -p no:cacheprovider \
-		tests/unit $(PYTEST_ARGS)
-	if [ -x tests/testbed/engine.sh ]; then tests/testbed/engine.sh; fi
+		tests/unit $(PYTEST_ARGS) && \
+	{ if [ -x tests/testbed/engine.sh ]; then tests/testbed/engine.sh; fi; } && \
 	PATH=$(abspath .venv-$*)/bin:$$PATH .venv-$*/bin/python -m pytest --import-mode=importlib -p no:cacheprovider \
-		$(MATRIX_TESTS) $(PYTEST_ARGS)
+		$(MATRIX_TESTS) $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -ne 0 ]; then exit $$rc; fi; \
+	wait $$sanity; rc=$$?; trap - EXIT; \
+	echo "matrix: sanity under ansible-core $* (tests/output/matrix-sanity-$*.log):"; cat tests/output/matrix-sanity-$*.log; \
+	exit $$rc
 
 matrix: $(addprefix matrix-,$(CORE_MATRIX)) ## sanity, unit tests, a backup+restore and the K8s transport on each older ansible-core
 
