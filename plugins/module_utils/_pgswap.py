@@ -10,7 +10,7 @@ A staged restore loads every database of the dump under ``akr_<run_id>_<n>`` whi
 serving. The swap, in one transaction run from the ``postgres`` database, renames each live database to
 ``akp_<run_id>_<n>`` (kept, with ALLOW_CONNECTIONS false so later backups skip it) and the temporary one to the
 real name. The journal (``<journal_dir>/<run_id>.json``, 0600 in a 0700 directory, replaced atomically) records the
-name mapping and the phase (staging, staged, swapped, discarded, rolled_back).
+name mapping and the phase (staging, staged, swapped, discarded, rolled_back, cleaned).
 """
 
 from __future__ import annotations
@@ -74,16 +74,21 @@ def read_journal(journal_dir, run_id):
         raise RestoreError(f"the journal {path} cannot be read: {exc}") from exc
 
 
-def latest_journal(journal_dir, phases):
-    """The newest journal whose phase is one of ``phases``, or None."""
+def list_journals(journal_dir):
+    """Every journal in ``journal_dir``, oldest first (by the time of its last phase, then its run_id)."""
     found = []
     if os.path.isdir(journal_dir):
         for name in os.listdir(journal_dir):
             if name.endswith(".json") and RUN_ID.match(name[:-5]):
                 record = read_journal(journal_dir, name[:-5])
-                if record.get("phase") in phases:
-                    found.append((record.get("updated", ""), name, record))
-    return max(found)[2] if found else None
+                found.append((record.get("updated", ""), name, record))
+    return [record for _updated, _name, record in sorted(found, key=lambda item: item[:2])]
+
+
+def latest_journal(journal_dir, phases):
+    """The newest journal whose phase is one of ``phases``, or None."""
+    found = [record for record in list_journals(journal_dir) if record.get("phase") in phases]
+    return found[-1] if found else None
 
 
 # --- SQL in the target --------------------------------------------------------------------------------------------
