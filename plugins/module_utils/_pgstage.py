@@ -24,6 +24,7 @@ from ansible_collections.authentik_ops.backup.plugins.module_utils._errors impor
 from ansible_collections.authentik_ops.backup.plugins.module_utils._pgproof import Fingerprint, differences
 from ansible_collections.authentik_ops.backup.plugins.module_utils._pgswap import (
     check_run_id,
+    disk_space,
     drop_databases,
     existing_databases,
     journal_path,
@@ -32,6 +33,7 @@ from ansible_collections.authentik_ops.backup.plugins.module_utils._pgswap impor
     new_run_id,
     prove,
     read_journal,
+    space_needed,
     swap,
     write_journal,
 )
@@ -80,9 +82,10 @@ def stage(module, params, transport, target, hooks):
         raise RestoreError(f"the temporary names {', '.join(sorted(clash))} exist already; nothing was changed")
     if not info.get("superuser"):
         module.warn(f"role {info.get('user')!r} is not a superuser; the dump's roles may not be created")
+    space = room_for(module, params, transport, size, list(mapping))
     result = dict(changed=True, state="staged", run_id=run_id, src=source.path, mapping=mapping, raw_size=size,
                   target=target, server_version=info.get("version"), user=info.get("user"),
-                  majors=check.scanner.majors, journal=journal_path(journal_dir, run_id))
+                  majors=check.scanner.majors, journal=journal_path(journal_dir, run_id), space=space)
     if module.check_mode:
         return dict(result, plan=dict(action="stage", databases=mapping, bytes=size, tables=len(expected.order)))
     record = write_journal(journal_dir, dict(run_id=run_id, src=source.path, target=target, mapping=mapping,
@@ -99,6 +102,31 @@ def stage(module, params, transport, target, hooks):
     write_journal(journal_dir, dict(record, phase="staged"))
     rows = sum(rows for rows, _sum in expected.tables.values())
     return dict(result, duration=watch.elapsed, proof=dict(tables=len(expected.order), rows=rows, equal=True))
+
+
+def megabytes(count):
+    return f"{int(count) / (1 << 20):.0f} MB"
+
+
+def room_for(module, params, transport, size, names):
+    """Refuse a load the database server's disk cannot take, before anything is written (PostgreSQL may not
+    survive a full disk: a checkpoint that cannot write stops the server). Returns what was measured."""
+    space = disk_space(transport, params, names)
+    needed = space_needed(size, space)
+    measured = dict(dir=space["dir"], free=space["free"], needed=needed, checked=False)
+    if not params.get("space_check", True):
+        return measured
+    if space["free"] is None:
+        module.warn(f"the free space of the database server was not checked: {space['problem']}")
+        return measured
+    if space["free"] < needed:
+        raise RestoreError(
+            f"not enough free disk space on the database server: its data directory {space['dir']} has "
+            f"{megabytes(space['free'])} free, and staging this dump beside the live databases needs about "
+            f"{megabytes(needed)} (a second copy of the databases and the write-ahead log of loading it); a full "
+            "disk can stop PostgreSQL. Free space on its volume (or skip this check with space_check=false) and "
+            "run again; nothing was restored or changed", space=dict(measured, checked=True))
+    return dict(measured, checked=True)
 
 
 def load(params, transport, source, size, role, run_id, hooks):

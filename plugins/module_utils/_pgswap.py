@@ -21,6 +21,7 @@ import re
 import secrets
 import time
 
+from ansible_collections.authentik_ops.backup.plugins.module_utils._common import excerpt
 from ansible_collections.authentik_ops.backup.plugins.module_utils._errors import RestoreError, TransportError
 from ansible_collections.authentik_ops.backup.plugins.module_utils._pgproof import Fingerprint, copy_out_sql
 from ansible_collections.authentik_ops.backup.plugins.module_utils._pgscan import quote_identifier
@@ -103,8 +104,6 @@ def run_sql(transport, params, sql, database="postgres", on_stdout=None):
     argv = shell(params, SQL_SH) + [str(len(data)), database]
     result = transport.exec_stream(argv, on_stdout or out.write, secret_env=secret_env(params), stdin=[data])
     if not result.ok:
-        from ansible_collections.authentik_ops.backup.plugins.module_utils._common import excerpt
-
         raise TransportError(f"psql in {transport.describe()} (database {database}) failed: "
                              f"{result.problem or f'exit status {result.exit_code}'}: {excerpt(result.stderr)}",
                              rc=result.exit_code, stderr_excerpt=excerpt(result.stderr))
@@ -123,6 +122,33 @@ def existing_databases(transport, params, names):
     sql = (f"SELECT json_object_agg(datname, datallowconn) FROM pg_database WHERE datname IN ({wanted});\n")
     answer = run_sql(transport, params, sql).strip()
     return json.loads(answer) if answer else {}
+
+
+def disk_space(transport, params, names):
+    """The data directory, its free bytes (None when ``df`` cannot tell, with the reason), ``max_wal_size`` and the
+    size of the live databases among ``names``."""
+    wanted = ", ".join(literal(name) for name in names) or "NULL"
+    sql = ("SELECT json_build_object('dir', current_setting('data_directory'), "
+           "'max_wal', pg_size_bytes(current_setting('max_wal_size')), "
+           f"'live', (SELECT coalesce(sum(pg_database_size(oid)), 0) FROM pg_database WHERE datname IN ({wanted})));\n")
+    space = json.loads(run_sql(transport, params, sql).strip())
+    space.update(free=None, problem=None)
+    result = transport.exec_capture(["df", "-P", "-k", space["dir"]])
+    lines = result.stdout.decode("utf-8", "replace").strip().splitlines() if result.ok else []
+    fields = lines[-1].split() if len(lines) >= 2 else []
+    if len(fields) >= 6 and fields[-3].isdigit():
+        space["free"] = int(fields[-3]) * 1024
+    else:
+        space["problem"] = (f"df -P -k {space['dir']} in {transport.describe()} gave no answer: "
+                            f"{result.problem or excerpt(result.stderr) or excerpt(result.stdout)}")
+    return space
+
+
+def space_needed(raw_size, space):
+    """Bytes a staged load is expected to take: a copy of the data (the dump's size, or the live databases' if they
+    are larger) and the write-ahead log written before checkpoints recycle it (at most ``max_wal_size``)."""
+    copy = max(int(raw_size), int(space["live"]))
+    return copy + min(copy, int(space["max_wal"]))
 
 
 def drop_databases(transport, params, names):

@@ -43,6 +43,10 @@ description:
     and an order-independent content hash of the dump's COPY lines against C(COPY <table> (<columns>) TO STDOUT) of
     the temporary database. A failure of the load or of the proof drops the temporary databases; the live ones are
     never touched.
+  - Before anything is written, O(state=staged) compares the free space of the server's data directory (C(df) in
+    the container or pod) with what the load is expected to take, a second copy of the databases (the size of the
+    dump, or of the live databases it replaces if they are larger) and the write-ahead log written while loading it
+    (as much again, at most C(max_wal_size)), and refuses a load that does not fit (see O(space_check)).
   - O(state=swapped) (authentik's server and worker stopped) closes the live databases (C(ALLOW_CONNECTIONS false),
     C(pg_terminate_backend)) and renames, in one transaction, each live database to C(akp_<run_id>_<n>) (kept, not
     accepting connections, so later backups skip it) and each temporary one to the real name.
@@ -141,6 +145,16 @@ options:
       - Directory of the journals on the host the module runs on (created 0700). Required except with
         O(state=restored).
     type: path
+  space_check:
+    description:
+      - With O(state=staged), refuse the load before anything is written when the database server's data directory
+        has less free space than the load is expected to take (see the description). A full disk can stop
+        PostgreSQL (a checkpoint that cannot write its files ends the server, and it cannot start again until space
+        is freed).
+      - V(false) skips the check, for a server whose write-ahead log is on another volume or whose data the
+        estimate overrates. Where C(df) is missing in the container the check is skipped with a warning.
+    type: bool
+    default: true
 notes:
   - Needs C(sh), C(head) and C(psql) in the container.
   - The content proof compares COPY text; the restore session uses C(DateStyle=ISO), C(IntervalStyle=postgres),
@@ -320,6 +334,14 @@ proof:
   returned: with O(state=staged), not in check mode
   type: dict
   sample: {tables: 181, rows: 52210, equal: true}
+space:
+  description:
+    - With O(state=staged), the data directory of the server (C(dir)), its free bytes (C(free), V(null) when C(df)
+      gave no answer), the bytes the load is expected to take (C(needed)) and whether they were compared
+      (C(checked)).
+  returned: with O(state=staged)
+  type: dict
+  sample: {dir: /var/lib/postgresql/data, free: 8589934592, needed: 104857600, checked: true}
 journal:
   description: Path of the journal of the run.
   returned: with O(state=staged)
@@ -490,6 +512,7 @@ def main():
                    choices=["restored", "staged", "swapped", "discarded", "rolled_back", "cleaned", "recovered"]),
         run_id=dict(type="str"),
         journal_dir=dict(type="path"),
+        space_check=dict(type="bool", default=True),
     )
     argument_spec.update(decrypt_argument_spec())
     required_if = list(TRANSPORT_REQUIRED_IF) + [

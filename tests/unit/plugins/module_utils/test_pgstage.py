@@ -2,16 +2,27 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """state=recovered: the journals of runs that died half-way are finished (temporary databases dropped, or a swap
-that committed recorded), on a server of names."""
+that committed recorded), on a server of names; the free-space check before a staged load, on a scripted target."""
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 
 import pytest
 
 from ansible_collections.authentik_ops.backup.plugins.module_utils import _pgstage
-from ansible_collections.authentik_ops.backup.plugins.module_utils._pgswap import read_journal, write_journal
+from ansible_collections.authentik_ops.backup.plugins.module_utils._errors import RestoreError
+from ansible_collections.authentik_ops.backup.plugins.module_utils._pgswap import (
+    disk_space,
+    read_journal,
+    space_needed,
+    write_journal,
+)
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "modules"))
+from fake_transport import FakeTransport, Reply  # noqa: E402  pylint: disable=wrong-import-position
 
 TARGET = {"platform": "docker", "container": "authentik-postgresql-1", "id": "new", "image": "postgres:16"}
 
@@ -34,6 +45,10 @@ class Server:
 class Module:
     def __init__(self, check_mode=False):
         self.check_mode = check_mode
+        self.warnings = []
+
+    def warn(self, text):
+        self.warnings.append(text)
 
 
 @pytest.fixture
@@ -132,3 +147,63 @@ def test_nothing_unfinished_is_no_change(tmp_path, server):
     assert result == {"changed": False, "state": "recovered", "recovered": [], "other_targets": [],
                       "target": TARGET}
 
+
+# --- the free space before a staged load --------------------------------------------------------------------------
+
+MB = 1 << 20
+DF = "Filesystem 1024-blocks Used Available Capacity Mounted on\n/dev/sdb1 {size} {used} {free} 80% /var/lib/postgresql/data\n"
+
+
+def target(free_kb=None, live=0, max_wal=1024 * MB, df=None):
+    """A database server whose data directory has ``free_kb`` KiB free (df's answer, or ``df`` as it is)."""
+    def handler(call):
+        if call.argv[0] == "df":
+            if df is not None:
+                return df
+            return Reply(DF.format(size=free_kb * 2, used=free_kb, free=free_kb))
+        return Reply(json.dumps({"dir": "/var/lib/postgresql/data", "max_wal": max_wal, "live": live}) + "\n")
+    return FakeTransport(handler)
+
+
+@pytest.mark.parametrize("raw, live, max_wal, needed", [
+    (100 * MB, 0, 1024 * MB, 200 * MB),  # a copy of the dump and as much write-ahead log
+    (100 * MB, 300 * MB, 1024 * MB, 600 * MB),  # the live databases are larger than the dump: their size counts
+    (4096 * MB, 0, 1024 * MB, 5120 * MB),  # the write-ahead log is recycled at max_wal_size
+])
+def test_space_needed(raw, live, max_wal, needed):
+    assert space_needed(raw, {"live": live, "max_wal": max_wal}) == needed
+
+
+def test_disk_space_reads_the_data_directory_and_df():
+    transport = target(free_kb=40 * 1024, live=5 * MB)
+    space = disk_space(transport, {}, ["authentik", "x'y"])
+    assert space == {"dir": "/var/lib/postgresql/data", "max_wal": 1024 * MB, "live": 5 * MB, "free": 40 * MB,
+                     "problem": None}
+    sql, df = transport.calls
+    assert "current_setting('data_directory')" in sql.stdin.decode() and "'x''y'" in sql.stdin.decode()
+    assert df.argv == ["df", "-P", "-k", "/var/lib/postgresql/data"]
+
+
+def test_a_load_that_does_not_fit_is_refused_before_anything_is_written():
+    module = Module()
+    with pytest.raises(RestoreError) as refused:
+        _pgstage.room_for(module, {}, target(free_kb=40 * 1024), 60 * MB, ["authentik"])
+    assert "not enough free disk space on the database server" in refused.value.msg
+    assert "/var/lib/postgresql/data has 40 MB free" in refused.value.msg and "needs about 120 MB" in refused.value.msg
+    assert "nothing was restored or changed" in refused.value.msg
+    assert refused.value.fields["space"] == {"dir": "/var/lib/postgresql/data", "free": 40 * MB,
+                                             "needed": 120 * MB, "checked": True}
+
+
+def test_a_load_that_fits_and_the_switch_off():
+    assert _pgstage.room_for(Module(), {}, target(free_kb=200 * 1024), 60 * MB, ["authentik"])["checked"]
+    skipped = _pgstage.room_for(Module(), {"space_check": False}, target(free_kb=1), 60 * MB, ["authentik"])
+    assert skipped["checked"] is False and skipped["free"] == 1024
+
+
+@pytest.mark.parametrize("df", [Reply(b"", b"sh: df: not found", exit_code=127), Reply(b"garbage\n")])
+def test_without_an_answer_from_df_the_check_is_skipped_with_a_warning(df):
+    module = Module()
+    space = _pgstage.room_for(module, {}, target(df=df), 60 * MB, ["authentik"])
+    assert space["free"] is None and space["checked"] is False
+    assert module.warnings and "the free space of the database server was not checked" in module.warnings[0]
