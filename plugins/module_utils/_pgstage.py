@@ -11,7 +11,8 @@ of the COPY lines); any failure drops the temporary databases and leaves the liv
 exchanges the names in one transaction and keeps the previous data as ``akp_<run_id>_<n>``. ``rolled_back`` puts
 the previous data back the same way (the replaced databases are kept as ``akn_<run_id>_<n>``); ``cleaned`` drops
 the kept databases of an accepted restore (or of a rollback); ``discarded`` drops the temporary databases of a
-staged restore that is not wanted.
+staged restore that is not wanted. ``recovered`` finishes the journals of runs that died before they ended (killed,
+host restarted): a swap that committed is recorded as swapped, the temporary databases of any other are dropped.
 """
 
 from __future__ import annotations
@@ -23,13 +24,16 @@ from ansible_collections.authentik_ops.backup.plugins.module_utils._errors impor
 from ansible_collections.authentik_ops.backup.plugins.module_utils._pgproof import Fingerprint, differences
 from ansible_collections.authentik_ops.backup.plugins.module_utils._pgswap import (
     check_run_id,
+    disk_space,
     drop_databases,
     existing_databases,
     journal_path,
     latest_journal,
+    list_journals,
     new_run_id,
     prove,
     read_journal,
+    space_needed,
     swap,
     write_journal,
 )
@@ -37,7 +41,7 @@ from ansible_collections.authentik_ops.backup.plugins.module_utils._pgswap impor
 
 def run_state(module, params, transport, target, hooks):
     handler = {"staged": stage, "swapped": swapped, "discarded": discarded, "rolled_back": rolled_back,
-               "cleaned": cleaned}[params["state"]]
+               "cleaned": cleaned, "recovered": recovered}[params["state"]]
     return handler(module, params, transport, target, hooks)
 
 
@@ -78,9 +82,10 @@ def stage(module, params, transport, target, hooks):
         raise RestoreError(f"the temporary names {', '.join(sorted(clash))} exist already; nothing was changed")
     if not info.get("superuser"):
         module.warn(f"role {info.get('user')!r} is not a superuser; the dump's roles may not be created")
+    space = room_for(module, params, transport, size, list(mapping))
     result = dict(changed=True, state="staged", run_id=run_id, src=source.path, mapping=mapping, raw_size=size,
                   target=target, server_version=info.get("version"), user=info.get("user"),
-                  majors=check.scanner.majors, journal=journal_path(journal_dir, run_id))
+                  majors=check.scanner.majors, journal=journal_path(journal_dir, run_id), space=space)
     if module.check_mode:
         return dict(result, plan=dict(action="stage", databases=mapping, bytes=size, tables=len(expected.order)))
     record = write_journal(journal_dir, dict(run_id=run_id, src=source.path, target=target, mapping=mapping,
@@ -97,6 +102,31 @@ def stage(module, params, transport, target, hooks):
     write_journal(journal_dir, dict(record, phase="staged"))
     rows = sum(rows for rows, _sum in expected.tables.values())
     return dict(result, duration=watch.elapsed, proof=dict(tables=len(expected.order), rows=rows, equal=True))
+
+
+def megabytes(count):
+    return f"{int(count) / (1 << 20):.0f} MB"
+
+
+def room_for(module, params, transport, size, names):
+    """Refuse a load the database server's disk cannot take, before anything is written (PostgreSQL may not
+    survive a full disk: a checkpoint that cannot write stops the server). Returns what was measured."""
+    space = disk_space(transport, params, names)
+    needed = space_needed(size, space)
+    measured = dict(dir=space["dir"], free=space["free"], needed=needed, checked=False)
+    if not params.get("space_check", True):
+        return measured
+    if space["free"] is None:
+        module.warn(f"the free space of the database server was not checked: {space['problem']}")
+        return measured
+    if space["free"] < needed:
+        raise RestoreError(
+            f"not enough free disk space on the database server: its data directory {space['dir']} has "
+            f"{megabytes(space['free'])} free, and staging this dump beside the live databases needs about "
+            f"{megabytes(needed)} (a second copy of the databases and the write-ahead log of loading it); a full "
+            "disk can stop PostgreSQL. Free space on its volume (or skip this check with space_check=false) and "
+            "run again; nothing was restored or changed", space=dict(measured, checked=True))
+    return dict(measured, checked=True)
 
 
 def load(params, transport, source, size, role, run_id, hooks):
@@ -189,4 +219,59 @@ def cleaned(module, params, transport, target, _hooks):
         return dict(result, plan=dict(action="drop", databases=names))
     drop_databases(transport, params, names)
     write_journal(params["journal_dir"], dict(record, phase="cleaned"))
+    return result
+
+
+# --- recovered ----------------------------------------------------------------------------------------------------
+
+UNFINISHED = ("staging", "staged")
+
+
+def same_target(recorded, target):
+    """Whether a journal's target is the database the module reaches now (by name: a recreated container or a
+    restarted pod keeps it)."""
+    return all((recorded or {}).get(key) == target.get(key) for key in ("platform", "container", "namespace", "pod"))
+
+
+def unfinished_step(transport, params, record):
+    """What finishes the run of ``record`` (phase staging or staged, its run gone): ("swapped", previous) when its
+    swap committed (the temporary names are gone and kept databases akp_<run_id>_<n> exist), else ("discarded",
+    the temporary databases to drop)."""
+    run_id, mapping = record["run_id"], record["mapping"]
+    temps = existing_databases(transport, params, list(mapping.values()))
+    if record["phase"] == "staged" and not temps:
+        kept = {name: f"akp_{run_id}_{number_of(tmp)}" for name, tmp in mapping.items()}
+        found = existing_databases(transport, params, list(kept.values()))
+        previous = {name: old for name, old in kept.items() if old in found}
+        if previous:
+            return "swapped", previous
+    return "discarded", sorted(temps)
+
+
+def recovered(module, params, transport, target, _hooks):
+    """Finish every journal a dead run left in phase staging or staged on this target (oldest first).
+
+    Call it only while no restore runs with this journal directory (the role holds the destination's lock). A
+    journal of another target is left alone and reported in ``other_targets``.
+    """
+    records = [record for record in list_journals(params["journal_dir"]) if record.get("phase") in UNFINISHED]
+    mine = [record for record in records if same_target(record.get("target"), target)]
+    others = sorted(record["run_id"] for record in records if not same_target(record.get("target"), target))
+    steps = []
+    for record in mine:
+        phase, found = unfinished_step(transport, params, record)
+        step = dict(run_id=record["run_id"], was=record["phase"], phase=phase)
+        step["previous" if phase == "swapped" else "dropped"] = found
+        steps.append((record, step))
+    result = dict(changed=bool(steps), state="recovered", recovered=[step for _record, step in steps],
+                  other_targets=others, target=target)
+    if module.check_mode:
+        return dict(result, plan=dict(action="recover", runs=result["recovered"]))
+    for record, step in steps:
+        if step["phase"] == "swapped":
+            write_journal(params["journal_dir"], dict(record, phase="swapped", previous=step["previous"],
+                                                      recovered=True))
+        else:
+            drop_databases(transport, params, sorted(record["mapping"].values()))
+            write_journal(params["journal_dir"], dict(record, phase="discarded", recovered=True))
     return result

@@ -10,7 +10,7 @@ A staged restore loads every database of the dump under ``akr_<run_id>_<n>`` whi
 serving. The swap, in one transaction run from the ``postgres`` database, renames each live database to
 ``akp_<run_id>_<n>`` (kept, with ALLOW_CONNECTIONS false so later backups skip it) and the temporary one to the
 real name. The journal (``<journal_dir>/<run_id>.json``, 0600 in a 0700 directory, replaced atomically) records the
-name mapping and the phase (staging, staged, swapped, discarded, rolled_back).
+name mapping and the phase (staging, staged, swapped, discarded, rolled_back, cleaned).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import re
 import secrets
 import time
 
+from ansible_collections.authentik_ops.backup.plugins.module_utils._common import excerpt
 from ansible_collections.authentik_ops.backup.plugins.module_utils._errors import RestoreError, TransportError
 from ansible_collections.authentik_ops.backup.plugins.module_utils._pgproof import Fingerprint, copy_out_sql
 from ansible_collections.authentik_ops.backup.plugins.module_utils._pgscan import quote_identifier
@@ -74,16 +75,21 @@ def read_journal(journal_dir, run_id):
         raise RestoreError(f"the journal {path} cannot be read: {exc}") from exc
 
 
-def latest_journal(journal_dir, phases):
-    """The newest journal whose phase is one of ``phases``, or None."""
+def list_journals(journal_dir):
+    """Every journal in ``journal_dir``, oldest first (by the time of its last phase, then its run_id)."""
     found = []
     if os.path.isdir(journal_dir):
         for name in os.listdir(journal_dir):
             if name.endswith(".json") and RUN_ID.match(name[:-5]):
                 record = read_journal(journal_dir, name[:-5])
-                if record.get("phase") in phases:
-                    found.append((record.get("updated", ""), name, record))
-    return max(found)[2] if found else None
+                found.append((record.get("updated", ""), name, record))
+    return [record for _updated, _name, record in sorted(found, key=lambda item: item[:2])]
+
+
+def latest_journal(journal_dir, phases):
+    """The newest journal whose phase is one of ``phases``, or None."""
+    found = [record for record in list_journals(journal_dir) if record.get("phase") in phases]
+    return found[-1] if found else None
 
 
 # --- SQL in the target --------------------------------------------------------------------------------------------
@@ -98,8 +104,6 @@ def run_sql(transport, params, sql, database="postgres", on_stdout=None):
     argv = shell(params, SQL_SH) + [str(len(data)), database]
     result = transport.exec_stream(argv, on_stdout or out.write, secret_env=secret_env(params), stdin=[data])
     if not result.ok:
-        from ansible_collections.authentik_ops.backup.plugins.module_utils._common import excerpt
-
         raise TransportError(f"psql in {transport.describe()} (database {database}) failed: "
                              f"{result.problem or f'exit status {result.exit_code}'}: {excerpt(result.stderr)}",
                              rc=result.exit_code, stderr_excerpt=excerpt(result.stderr))
@@ -118,6 +122,33 @@ def existing_databases(transport, params, names):
     sql = (f"SELECT json_object_agg(datname, datallowconn) FROM pg_database WHERE datname IN ({wanted});\n")
     answer = run_sql(transport, params, sql).strip()
     return json.loads(answer) if answer else {}
+
+
+def disk_space(transport, params, names):
+    """The data directory, its free bytes (None when ``df`` cannot tell, with the reason), ``max_wal_size`` and the
+    size of the live databases among ``names``."""
+    wanted = ", ".join(literal(name) for name in names) or "NULL"
+    sql = ("SELECT json_build_object('dir', current_setting('data_directory'), "
+           "'max_wal', pg_size_bytes(current_setting('max_wal_size')), "
+           f"'live', (SELECT coalesce(sum(pg_database_size(oid)), 0) FROM pg_database WHERE datname IN ({wanted})));\n")
+    space = json.loads(run_sql(transport, params, sql).strip())
+    space.update(free=None, problem=None)
+    result = transport.exec_capture(["df", "-P", "-k", space["dir"]])
+    lines = result.stdout.decode("utf-8", "replace").strip().splitlines() if result.ok else []
+    fields = lines[-1].split() if len(lines) >= 2 else []
+    if len(fields) >= 6 and fields[-3].isdigit():
+        space["free"] = int(fields[-3]) * 1024
+    else:
+        space["problem"] = (f"df -P -k {space['dir']} in {transport.describe()} gave no answer: "
+                            f"{result.problem or excerpt(result.stderr) or excerpt(result.stdout)}")
+    return space
+
+
+def space_needed(raw_size, space):
+    """Bytes a staged load is expected to take: a copy of the data (the dump's size, or the live databases' if they
+    are larger) and the write-ahead log written before checkpoints recycle it (at most ``max_wal_size``)."""
+    copy = max(int(raw_size), int(space["live"]))
+    return copy + min(copy, int(space["max_wal"]))
 
 
 def drop_databases(transport, params, names):
