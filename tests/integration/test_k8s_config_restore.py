@@ -43,13 +43,11 @@ sys.path.insert(0, HERE)
 
 pytest_plugins = ["conftest_k8s"]
 
-from testbed import ansible_run, paths  # noqa: E402  pylint: disable=wrong-import-position
+from testbed import ansible_run  # noqa: E402  pylint: disable=wrong-import-position
+from test_restore_roundtrip import (  # noqa: E402  pylint: disable=wrong-import-position
+    BACKUP, NOT_CHANGED, RESTORE, k8s_vars)
 
-REPO = paths.REPO_ROOT
-BACKUP = REPO / "playbooks" / "backup.yml"
-RESTORE = REPO / "playbooks" / "restore.yml"
 STACK = "current"
-NOT_CHANGED = "Nothing was stopped or changed"
 
 
 # --- the API, as the tests read and write it ----------------------------------------------------------------------
@@ -91,18 +89,11 @@ def fixture_play(inventory, tmp_path_factory):
     return player
 
 
-def k8s_vars(k8s, dest, **more):
-    spec = k8s.stacks[STACK]
-    return dict({"authentik_backup_platform": "kubernetes", "authentik_backup_dest": str(dest),
-                 "authentik_backup_namespace": spec["namespace"], "authentik_backup_release": spec["release"],
-                 "authentik_backup_k8s_auth": {"kubeconfig": k8s.kubeconfig}}, **more)
-
-
 @pytest.fixture(name="made", scope="module")
 def fixture_made(k8s, play, tmp_path_factory):
     """(dest, set name, the Secrets as the set holds them: archive member -> document) of a config-only set."""
     dest = tmp_path_factory.mktemp("k8s-config-dest") / "backups"
-    run = play(BACKUP, k8s_vars(k8s, dest, authentik_backup_components=["config"]))
+    run = play(BACKUP, k8s_vars(k8s, STACK, dest, authentik_backup_components=["config"]))
     assert run.rc == 0, run.explain()
     name = os.readlink(dest / "latest")
     return dest, name, read_config(dest / name)
@@ -147,7 +138,7 @@ def forged_copy(made, tmp_path, members=None, manifest_change=None):
 
 
 def restore(k8s, play, store, check=False, **more):
-    return play(RESTORE, k8s_vars(k8s, store, authentik_restore_confirm=True,
+    return play(RESTORE, k8s_vars(k8s, STACK, store, authentik_restore_confirm=True,
                                   authentik_restore_components=["config"], **more), check=check)
 
 
@@ -296,7 +287,7 @@ def test_forged_secret_files_are_refused_before_anything_is_scaled(k8s, play, ma
         manifest["source"]["secrets"].append(f"{ns}/{allowed}")
     store = forged_copy(made, tmp_path, members=members, manifest_change=list_allowed)
     before = (deployments(k8s, ns), secrets_versions(k8s, ns))
-    run = play(RESTORE, k8s_vars(k8s, store, authentik_restore_confirm=True,
+    run = play(RESTORE, k8s_vars(k8s, STACK, store, authentik_restore_confirm=True,
                                  authentik_restore_components=["config"], authentik_restore_k8s_secrets=[allowed]))
     assert_refused(k8s, run, [
         f"{own}: the document is apiVersion 'v1' kind 'ConfigMap', not apiVersion 'v1' kind 'Secret'",
