@@ -119,6 +119,15 @@ def _chown_volume(vol, uid, image):
            "-v", "%s:/v" % vol, image, "-c", "chown %s:%s /v && chmod 0775 /v" % (uid, uid))
 
 
+def _label_args(release, namespace):
+    """``--label`` arguments that mark a release's containers and volumes (``down`` finds them by these)."""
+    labels = {"akbt.k8s": "1", "akbt.k8s.release": release, "akbt.k8s.namespace": namespace}
+    args = []
+    for k, v in labels.items():
+        args += ["--label", "%s=%s" % (k, v)]
+    return args
+
+
 def _run_postgres(container, release, volume, sec_dir, lab_args, image):
     """Create ``volume`` when missing and run the bitnami-like PostgreSQL container of a release on it."""
     if docker("volume", "inspect", volume, check=False).returncode != 0:
@@ -152,10 +161,7 @@ def set_postgres(release="authentik", namespace="authentik", state_path=DEFAULT_
     must be told with POST /_test/reload."""
     n = _names(release, namespace)
     volume = volume or n["vol_pg"]
-    labels = {"akbt.k8s": "1", "akbt.k8s.release": release, "akbt.k8s.namespace": namespace}
-    lab_args = []
-    for k, v in labels.items():
-        lab_args += ["--label", "%s=%s" % (k, v)]
+    lab_args = _label_args(release, namespace)
     # stopped as the kubelet does (SIGTERM, then a grace period): killed, PostgreSQL's crash recovery would move
     # the sequences ahead (they are logged 32 values in advance)
     docker("stop", "-t", "30", n["pg"])
@@ -190,10 +196,7 @@ def up(layout="current", release="authentik", namespace="authentik", state_path=
         with open(os.path.join(sec_dir, key), "w") as fh:
             fh.write(val)
         os.chmod(os.path.join(sec_dir, key), 0o644)
-    labels = {"akbt.k8s": "1", "akbt.k8s.release": release, "akbt.k8s.namespace": namespace}
-    lab_args = []
-    for k, v in labels.items():
-        lab_args += ["--label", "%s=%s" % (k, v)]
+    lab_args = _label_args(release, namespace)
 
     # -- postgresql (bitnami subchart: StatefulSet <release>-postgresql, pod -0, uid 1001, read-only root)
     _run_postgres(n["pg"], release, n["vol_pg"], sec_dir, lab_args, PG_IMAGE)
