@@ -240,7 +240,8 @@ class DumpScanner:
 
     ``role`` is the role the restore connects as. ``fingerprint`` is a ``_pgproof.Fingerprint`` fed with every
     table's COPY data, or None. After a complete pass: ``majors`` ({"from": n, "by": n}), ``databases`` (original
-    names in dump order), ``mapping`` ({original: temporary}), ``connects``, ``meta`` (meta-command counts).
+    names in dump order), ``mapping`` ({original: temporary}), ``connects``, ``meta`` (meta-command counts),
+    ``dropped_roles`` (the roles the dump drops, other than ``role``).
     """
 
     def __init__(self, role=None, run_id=None, fingerprint=None):
@@ -253,6 +254,7 @@ class DumpScanner:
         self.statement_size = 0
         self.majors = {}
         self.databases = []
+        self.dropped_roles = []
         self.mapping = {}
         self.connected = None
         self.line_number = 0
@@ -428,6 +430,11 @@ class DumpScanner:
             match = pattern.match(head)
             if match:
                 return self._database_statement(kind, head, match)
+        drop = _DROP_ROLE.match(head)
+        if drop:
+            name, _end = read_identifier(head, drop.end())
+            if name is not None and name != self.role and name not in self.dropped_roles:
+                self.dropped_roles.append(name)
         if self.run_id is None:
             return None
         return self._role_statement(head)

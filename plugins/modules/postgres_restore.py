@@ -33,7 +33,10 @@ description:
   - The connection uses the same credentials as M(authentik_ops.backup.postgres_dump), that is the superuser found
     in the container's own environment, or O(user) and O(password).
   - With O(state=restored) (the default) the databases of the dump are dropped and recreated. Stop authentik's
-    server and worker first, because C(DROP DATABASE) fails while they are connected.
+    server and worker first, because C(DROP DATABASE) fails while they are connected. Before anything is sent, it
+    refuses a dump that drops a role which owns or holds something outside the dump's databases (a database, a
+    privilege or an object in the C(postgres) database, the previous databases a staged restore kept):
+    C(DROP ROLE) would fail there after the dump's databases were dropped.
   - The other states restore beside the live data, in phases. O(state=staged) loads every database of the dump under
     a temporary name C(akr_<run_id>_<n>) while the live databases keep serving. The dump is rewritten while it
     streams (C(CREATE DATABASE), C(ALTER DATABASE), C(COMMENT)/C(SECURITY LABEL)/C(GRANT)/C(REVOKE) C(ON DATABASE),
@@ -466,6 +469,46 @@ def first_pass(params, source, info, role, **scan):
     return size, removed, check
 
 
+# What a role the dump drops owns or holds outside the dump's databases (pg_shdepend: owned objects, privileges,
+# policies, default privileges; a database or tablespace it owns): DROP ROLE would fail on it.
+HELD_OUTSIDE_SQL = """SELECT coalesce(json_agg(DISTINCT jsonb_build_object('role', r.rolname, 'what',
+  CASE WHEN s.dbid <> 0 THEN 'objects or privileges in the database ' || quote_ident(d.datname)
+       WHEN s.classid = 'pg_database'::regclass THEN 'the database ' || quote_ident(o.datname)
+       ELSE 'a tablespace or another shared object' END)), '[]')
+FROM pg_shdepend s
+JOIN pg_roles r ON s.refclassid = 'pg_authid'::regclass AND r.oid = s.refobjid
+LEFT JOIN pg_database d ON d.oid = s.dbid
+LEFT JOIN pg_database o ON s.dbid = 0 AND s.classid = 'pg_database'::regclass AND o.oid = s.objid
+WHERE s.deptype IN ('o', 'a', 'r', 'i')
+  AND r.rolname IN (SELECT json_array_elements_text(%(roles)s::json))
+  AND coalesce(d.datname, o.datname, '') NOT IN (SELECT json_array_elements_text(%(databases)s::json));
+"""
+
+
+def held_outside(transport, params, roles, databases):
+    """[{role, what}] of the roles ``roles`` that own or hold something outside ``databases``."""
+    from ansible_collections.authentik_ops.backup.plugins.module_utils._pgswap import literal, run_sql
+
+    if not roles:
+        return []
+    sql = HELD_OUTSIDE_SQL % dict(roles=literal(json.dumps(roles)), databases=literal(json.dumps(databases)))
+    answer = run_sql(transport, params, sql).strip()
+    return sorted(json.loads(answer or "[]"), key=lambda item: (item["role"], item["what"]))
+
+
+def refuse_roles_held_outside(params, transport, src, scanner):
+    """Refuse an in-place restore whose DROP ROLE would fail: the dump's databases would already be dropped."""
+    held = held_outside(transport, params, scanner.dropped_roles, scanner.databases)
+    if held:
+        shown = "; ".join(f"{item['role']} owns or holds {item['what']}" for item in held[:10])
+        more = f" (and {len(held) - 10} more)" if len(held) > 10 else ""
+        raise RestoreError(
+            f"src: {src}: the dump drops and recreates roles that own or hold something outside the databases it "
+            f"restores: {shown}{more}. DROP ROLE would fail after the dump's databases were dropped. Drop those "
+            "objects or reassign them (REASSIGN OWNED, DROP OWNED), or restore beside the live data "
+            "(state=staged, as the restore role does); nothing was restored or changed", src=src, held=held)
+
+
 def run_restored(module, params, transport, target):
     """state=restored: the dump straight into the live databases (they are dropped and recreated)."""
     source = Source(params, src=params["src"])
@@ -473,6 +516,7 @@ def run_restored(module, params, transport, target):
     info = probe(params, transport)
     role = info.get("user") if params["filter_current_role"] else None
     size, removed, check = first_pass(params, source, info, role)
+    refuse_roles_held_outside(params, transport, src, check.scanner)
     common = dict(changed=True, state="restored", src=src, raw_size=size, server_version=info.get("version"),
                   user=info.get("user"), superuser=bool(info.get("superuser")), target=target,
                   majors=check.scanner.majors)

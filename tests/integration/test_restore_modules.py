@@ -150,6 +150,33 @@ def test_postgres_restore_refuses_truncated_and_foreign_files(containers, tmp_pa
     assert pg_state() == state
 
 
+def test_postgres_restore_in_place_refuses_roles_held_outside_the_dump(containers, tmp_path):
+    """A role the dump drops and recreates that owns a database outside the dump, or holds a privilege in the
+    postgres database (which dumps leave out): DROP ROLE would fail after the dump's databases were dropped, so the
+    in-place restore refuses before it sends anything."""
+    dump = str(tmp_path / "postgres.sql.zst")
+    assert not run_module("postgres_dump", container=PG, dest=dump).get("failed")
+    role = '"Wëird ""Role"" x"'
+    psql(f"create database akbt_outside owner {role}", db="postgres")
+    psql(f"create table akbt_held (v int); grant select on akbt_held to {role}", db="postgres")
+    try:
+        state = pg_state()
+        for check_mode in (True, False):
+            result = run_module("postgres_restore", check_mode=check_mode, container=PG, src=dump)
+            assert result.get("failed"), result
+            msg = result["msg"]
+            assert "roles that own or hold something outside the databases it restores" in msg, msg
+            assert 'Wëird "Role" x owns or holds the database akbt_outside' in msg, msg
+            assert 'Wëird "Role" x owns or holds objects or privileges in the database postgres' in msg, msg
+            assert "nothing was restored or changed" in msg, msg
+            assert pg_state() == state
+    finally:
+        psql("drop database akbt_outside", db="postgres")
+        psql("drop table akbt_held", db="postgres")
+    restored = run_module("postgres_restore", container=PG, src=dump)
+    assert restored.get("changed") and restored["rc"] == 0, restored
+
+
 def redis_cli(*args):
     return docker("exec", REDIS, "redis-cli", "--raw", *args).stdout
 

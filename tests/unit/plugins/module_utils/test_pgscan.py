@@ -253,3 +253,11 @@ def test_majors():
     assert major_problem({}, 15) is None
     scanner, _out = scan(HOSTILE.replace("version 15.18 (Debian", "version 17.6 (Debian", 1))
     assert scanner.majors == {"from": 17, "by": 15}
+
+
+@pytest.mark.parametrize("run_id", [None, "r1"])
+def test_dropped_roles_are_listed_except_the_connected_one(run_id):
+    scanner, _out = scan(HOSTILE, 64, role="authentik", run_id=run_id)
+    assert scanner.dropped_roles == ["akbt_app"]
+    scanner, _out = scan(HOSTILE, 64, role="someone", run_id=run_id)
+    assert scanner.dropped_roles == ["akbt_app", "authentik"]
