@@ -7,7 +7,8 @@
 """The phases of postgres_restore beside the live data: staged, swapped, discarded, rolled_back, cleaned.
 
 ``staged`` loads the dump under temporary names and proves every table equal to the dump (count and content hash
-of the COPY lines); any failure drops the temporary databases and leaves the live ones untouched. ``swapped``
+of the COPY lines: first the MD5 of each table's COPY output in load order, taken in the database's container; a
+table that differs there is compared again by the order-independent fingerprint); any failure drops the temporary databases and leaves the live ones untouched. ``swapped``
 exchanges the names in one transaction and keeps the previous data as ``akp_<run_id>_<n>``. ``rolled_back`` puts
 the previous data back the same way (the replaced databases are kept as ``akn_<run_id>_<n>``); ``cleaned`` drops
 the kept databases of an accepted restore (or of a rollback); ``discarded`` drops the temporary databases of a
@@ -21,7 +22,7 @@ import os
 
 from ansible_collections.authentik_ops.backup.plugins.module_utils._common import Stopwatch, excerpt
 from ansible_collections.authentik_ops.backup.plugins.module_utils._errors import BackupError, RestoreError
-from ansible_collections.authentik_ops.backup.plugins.module_utils._pgproof import Fingerprint, differences
+from ansible_collections.authentik_ops.backup.plugins.module_utils._pgproof import Digests, Fingerprint, differences
 from ansible_collections.authentik_ops.backup.plugins.module_utils._pgswap import (
     check_run_id,
     disk_space,
@@ -32,6 +33,7 @@ from ansible_collections.authentik_ops.backup.plugins.module_utils._pgswap impor
     list_journals,
     new_run_id,
     prove,
+    prove_digests,
     read_journal,
     space_needed,
     swap,
@@ -73,9 +75,9 @@ def stage(module, params, transport, target, hooks):
         raise RestoreError(f"the restore {run_id} already has a journal in {journal_dir}; use another run_id")
     source = hooks["source"](params, src=params["src"])
     info = hooks["probe"](params, transport)
-    expected = Fingerprint()
+    tables = Digests(hashing=False)
     size, _removed, check = hooks["first_pass"](params, source, info, info.get("user"), run_id=run_id,
-                                                fingerprint=expected)
+                                                fingerprint=tables)
     mapping = check.scanner.mapping
     clash = existing_databases(transport, params, list(mapping.values()))
     if clash:
@@ -87,21 +89,40 @@ def stage(module, params, transport, target, hooks):
                   target=target, server_version=info.get("version"), user=info.get("user"),
                   majors=check.scanner.majors, journal=journal_path(journal_dir, run_id), space=space)
     if module.check_mode:
-        return dict(result, plan=dict(action="stage", databases=mapping, bytes=size, tables=len(expected.order)))
+        return dict(result, plan=dict(action="stage", databases=mapping, bytes=size, tables=len(tables.order)))
     record = write_journal(journal_dir, dict(run_id=run_id, src=source.path, target=target, mapping=mapping,
                                              phase="staging"))
     watch = Stopwatch()
     try:
-        load(params, transport, source, size, info.get("user"), run_id, hooks)
-        restored = prove(transport, params, expected, mapping)
-        different = differences(expected.tables, restored.tables)
-        if different:
-            raise RestoreError("the restored data differs from the dump: " + "; ".join(different))
+        # the dump's digests are taken from the bytes as they are sent (the first pass only checked them)
+        expected = Digests()
+        load(params, transport, source, size, info.get("user"), run_id, hooks, fingerprint=expected)
+        if expected.order != tables.order:
+            raise RestoreError(f"{source.path} changed between its check and the load (its tables differ)")
+        compared = prove_staged(params, transport, source, info, run_id, expected, mapping, hooks)
     except BackupError as exc:
         raise give_up(params, transport, record, exc) from exc
     write_journal(journal_dir, dict(record, phase="staged"))
-    rows = sum(rows for rows, _sum in expected.tables.values())
-    return dict(result, duration=watch.elapsed, proof=dict(tables=len(expected.order), rows=rows, equal=True))
+    rows = sum(rows for rows, _digest in expected.tables.values())
+    return dict(result, duration=watch.elapsed, proof=dict(tables=len(expected.order), rows=rows, equal=True,
+                                                           compared_by_rows=compared))
+
+
+def prove_staged(params, transport, source, info, run_id, expected, mapping, hooks):
+    """Prove every loaded table equal to the dump; RestoreError naming the tables that differ. Returns how many
+    tables needed the order-independent comparison (their digest in load order differed, or none was taken)."""
+    digests = prove_digests(transport, params, expected, mapping)
+    suspect = [key for key in expected.order if digests.get(key) != expected.tables[key][1]]
+    if not suspect:
+        return 0
+    full = Fingerprint()
+    hooks["first_pass"](params, source, info, info.get("user"), run_id=run_id, fingerprint=full)
+    wanted = full.only(suspect)
+    restored = prove(transport, params, wanted, mapping)
+    different = differences(wanted.tables, restored.tables)
+    if different:
+        raise RestoreError("the restored data differs from the dump: " + "; ".join(different))
+    return len(suspect)
 
 
 def megabytes(count):
@@ -129,9 +150,10 @@ def room_for(module, params, transport, size, names):
     return dict(measured, checked=True)
 
 
-def load(params, transport, source, size, role, run_id, hooks):
+def load(params, transport, source, size, role, run_id, hooks, fingerprint=None):
     result, feed, _filter, _check = hooks["restore_dump"](transport, params, source.path, source.compression, role,
-                                                          size, params["database"], scan=True, run_id=run_id)
+                                                          size, params["database"], scan=True, run_id=run_id,
+                                                          fingerprint=fingerprint)
     stderr = excerpt(result.stderr)
     if feed.error is not None or source.changed():
         raise RestoreError(f"reading {source.path} failed during the load: "

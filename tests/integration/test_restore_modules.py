@@ -550,6 +550,8 @@ def test_postgres_restore_beside_the_live_data(containers, tmp_path):
                         run_id="t1")
     assert staged.get("changed") and not staged.get("failed"), staged
     assert staged["proof"]["equal"] and staged["proof"]["tables"] >= 3 and staged["proof"]["rows"] > 5000, staged
+    # every table proved by its digest in load order, taken in the container: none compared row by row
+    assert staged["proof"]["compared_by_rows"] == 0, staged
     assert pg_state()[:3] == after_backup[:3]  # the live data is untouched
     assert "akr_t1_1:true" in databases_now() and "akr_t1_2:true" in databases_now()
     assert psql("select string_agg(v, ',') from precious", db="akr_t1_1") == "in the backup"
@@ -609,3 +611,45 @@ def test_postgres_restore_target_killed_while_staging(containers, tmp_path):
     discarded = run_module("postgres_restore", container=PG, state="discarded", journal_dir=journal, run_id="k1")
     assert discarded.get("changed") and discarded["dropped"] == ["akr_k1_1", "akr_k1_2"], discarded
     assert pg_state() == before
+
+
+def test_postgres_restore_proof_falls_back_to_rows_and_catches_a_changed_value(containers, tmp_path):
+    """The fast proof (each table's MD5 in load order, from md5sum in the container) is only a first try: where its
+    digests differ, every such table is compared row by row (order-independent) and the restore goes on when those
+    are equal; a value the server stores differently from the dump (here an integer written 01) fails the proof,
+    the temporary databases are dropped and the live data stays as it was."""
+    import zstandard  # noqa: PLC0415
+
+    psql("drop table if exists akbt_norm; create table akbt_norm (n int, v text); "
+         "insert into akbt_norm select g, 'row ' || g from generate_series(1, 300) g")
+    dump = tmp_path / "postgres.sql.zst"
+    assert not run_module("postgres_dump", container=PG, dest=str(dump)).get("failed")
+    before = pg_state()
+    journal = str(tmp_path / "journal")
+    # an md5sum that answers a wrong digest for everything: the fast proof fails for every table
+    shim = "/usr/local/bin/md5sum"
+    sh(PG, f'printf "#!/bin/sh\\ncat >/dev/null\\necho 00000000000000000000000000000000 -\\n" > {shim}; '
+           f"chmod 755 {shim}")
+    try:
+        staged = run_module("postgres_restore", container=PG, src=str(dump), state="staged", journal_dir=journal,
+                            run_id="f1")
+    finally:
+        sh(PG, f"rm -f {shim}")
+    assert staged.get("changed") and not staged.get("failed"), staged
+    assert staged["proof"]["equal"] and staged["proof"]["compared_by_rows"] == staged["proof"]["tables"] >= 3, staged
+    assert psql("select count(*) from akbt_norm", db="akr_f1_1") == "300"
+    assert run_module("postgres_restore", container=PG, state="discarded", journal_dir=journal, run_id="f1")["changed"]
+
+    sql = zstandard.ZstdDecompressor().stream_reader(dump.open("rb")).read()
+    assert b"\n7\trow 7\n" in sql
+    changed = tmp_path / "changed.sql.zst"
+    changed.write_bytes(zstandard.ZstdCompressor().compress(sql.replace(b"\n7\trow 7\n", b"\n07\trow 7\n", 1)))
+    failed = run_module("postgres_restore", container=PG, src=str(changed), state="staged", journal_dir=journal,
+                        run_id="f2")
+    assert failed.get("failed"), failed
+    assert "the restored data differs from the dump" in failed["msg"], failed
+    assert "akbt_norm" in failed["msg"] and "same count, different content" in failed["msg"], failed
+    assert "The live databases were not touched; the temporary databases were dropped" in failed["msg"], failed
+    assert "akr_f2" not in databases_now()
+    assert pg_state() == before
+    psql("drop table akbt_norm")
