@@ -200,7 +200,7 @@ class Bench:
         swap_time, _swapped = self.run_module("postgres_restore", dict(common, state="swapped", run_id=staged["run_id"]))
         self.run_module("postgres_restore", dict(common, state="cleaned", run_id=staged["run_id"]))
         return dict(seconds=staged_time + swap_time, staged_seconds=staged_time, swap_seconds=swap_time,
-                    proof=staged.get("proof"))
+                    phases=staged.get("phases"), proof=staged.get("proof"))
 
     def run_module(self, name, args):
         """Run a module of the collection in a child process (as Ansible runs it, minus Ansible), through

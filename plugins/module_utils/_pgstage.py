@@ -74,6 +74,8 @@ def stage(module, params, transport, target, hooks):
     if os.path.exists(journal_path(journal_dir, run_id)):
         raise RestoreError(f"the restore {run_id} already has a journal in {journal_dir}; use another run_id")
     source = hooks["source"](params, src=params["src"])
+    phases = {}
+    watch = Stopwatch()
     info = hooks["probe"](params, transport)
     tables = Digests(hashing=False)
     size, _removed, check = hooks["first_pass"](params, source, info, info.get("user"), run_id=run_id,
@@ -85,6 +87,7 @@ def stage(module, params, transport, target, hooks):
     if not info.get("superuser"):
         module.warn(f"role {info.get('user')!r} is not a superuser; the dump's roles may not be created")
     space = room_for(module, params, transport, size, list(mapping))
+    phases["check"] = watch.elapsed
     result = dict(changed=True, state="staged", run_id=run_id, src=source.path, mapping=mapping, raw_size=size,
                   target=target, server_version=info.get("version"), user=info.get("user"),
                   majors=check.scanner.majors, journal=journal_path(journal_dir, run_id), space=space)
@@ -99,13 +102,15 @@ def stage(module, params, transport, target, hooks):
         load(params, transport, source, size, info.get("user"), run_id, hooks, fingerprint=expected)
         if expected.order != tables.order:
             raise RestoreError(f"{source.path} changed between its check and the load (its tables differ)")
+        phases["load"] = watch.elapsed
         compared = prove_staged(params, transport, source, info, run_id, expected, mapping, hooks)
+        phases["proof"] = round(watch.elapsed - phases["load"], 3)
     except BackupError as exc:
         raise give_up(params, transport, record, exc) from exc
     write_journal(journal_dir, dict(record, phase="staged"))
     rows = sum(rows for rows, _digest in expected.tables.values())
-    return dict(result, duration=watch.elapsed, proof=dict(tables=len(expected.order), rows=rows, equal=True,
-                                                           compared_by_rows=compared))
+    return dict(result, duration=watch.elapsed, phases=phases,
+                proof=dict(tables=len(expected.order), rows=rows, equal=True, compared_by_rows=compared))
 
 
 def prove_staged(params, transport, source, info, run_id, expected, mapping, hooks):

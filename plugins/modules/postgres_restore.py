@@ -243,6 +243,13 @@ duration:
   returned: success and not check mode
   type: float
   sample: 8.2
+phases:
+  description:
+    - With O(state=staged), the seconds of its phases, C(check) (the server asked, the dump read and checked, the
+      free space compared: before anything is written), C(load) and C(proof).
+  returned: with O(state=staged), not in check mode
+  type: dict
+  sample: {check: 2.1, load: 8.4, proof: 1.3}
 throughput:
   description: Bytes per second sent to C(psql).
   returned: success and not check mode
