@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import stat
+import sys
 import tarfile
 from pathlib import Path
 
@@ -21,6 +22,9 @@ import pytest
 
 from testbed import ansible_run, paths, proof, stacks
 from testbed._docker import docker
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import test_restore_roundtrip as roundtrip  # noqa: E402  pylint: disable=wrong-import-position
 
 REPO = paths.REPO_ROOT
 PLAYBOOK = REPO / "playbooks" / "backup.yml"
@@ -200,9 +204,19 @@ def test_config_archive_holds_env_and_compose_file(stack, first_backup):
     assert b"AUTHENTIK_SECRET_KEY=" in contents[stack.env_file.lstrip("/")]
 
 
-def test_second_run_makes_a_new_set_and_moves_latest(stack, first_backup, run_backup):
-    dest, _run, set_dir = first_backup
-    run = run_backup(dest, stack.project)
+def test_first_backup_restores_over_a_damaged_deployment(stack, first_backup, tmp_path_factory):
+    """The round trip of the restore role on this backup (test_restore_roundtrip.docker_round_trip): damage, check
+    mode, restore, data equal to what was backed up. Last of the per-stack tests: it changes the deployment."""
+    dest, _run, _set_dir = first_backup
+    play = ansible_run.player(tmp_path_factory.mktemp(f"restore-{stack.project}"), timeout=600)
+    roundtrip.docker_round_trip(stack, dest, play)
+
+
+def test_second_run_makes_a_new_set_and_moves_latest(stack_current, current_dest, run_backup):
+    # the sets and latest do not depend on the layout: the current stack's destination only
+    dest = current_dest
+    set_dir = Path(current_dest) / latest_of(current_dest)
+    run = run_backup(dest, stack_current.project)
     assert run.rc == 0, run.explain()
     second = Path(backup_result(run)["path"])
     assert second != set_dir and second.parent == dest

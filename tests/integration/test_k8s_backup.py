@@ -2,7 +2,9 @@
 
 The API server is tests/testbed/k8s/apiserver.py (real kubernetes client and kubernetes.core modules, real pod exec
 WebSocket v4 framing, real PostgreSQL and Redis in containers). NOT a real cluster. Per stack: check mode (writes
-nothing) -> real run at -vvv (no secret in the output) -> the set is proven by restoring it. Then bad input.
+nothing) -> real run at -vvv (no secret in the output) -> the set is proven by restoring it into a fresh server and
+against the pods' files -> the restore role's round trip on it (test_restore_roundtrip.k8s_round_trip). Then bad
+input.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ pytest_plugins = ["conftest_k8s"]
 
 from testbed import ansible_run, proof  # noqa: E402  pylint: disable=wrong-import-position
 from testbed._docker import docker  # noqa: E402
+
+import test_restore_roundtrip as roundtrip  # noqa: E402  pylint: disable=wrong-import-position
 
 PLAYBOOK = ansible_run.REPO / "playbooks" / "backup.yml"
 
@@ -144,6 +148,10 @@ def test_backup_of_a_helm_release(k8s, inventory, tmp_path, stack):
     assert base64.b64decode(authentik_secret["data"]["AUTHENTIK_SECRET_KEY"]).decode() == spec["secret_key"]
     pg_secret = secrets[f"secrets/{ns}/{spec['release']}-postgresql.yaml"]
     assert base64.b64decode(pg_secret["data"]["password"]).decode() == spec["postgres_password"]
+
+    # the restore role's round trip on this set (test_restore_roundtrip.k8s_round_trip): damage, check, restore
+    play = ansible_run.player(tmp_path / "restore-play", inventory=inventory, timeout=600)
+    roundtrip.k8s_round_trip(k8s, stack, dest, play, tmp_path)
 
 
 def test_bad_input_fails_before_any_set_directory(k8s, inventory, tmp_path):
