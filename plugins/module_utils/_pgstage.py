@@ -8,7 +8,8 @@
 
 ``staged`` loads the dump under temporary names and proves every table equal to the dump (count and content hash
 of the COPY lines: first the MD5 of each table's COPY output in load order, taken in the database's container; a
-table that differs there is compared again by the order-independent fingerprint); any failure drops the temporary databases and leaves the live ones untouched. ``swapped``
+table that differs there is compared again by the order-independent fingerprint); any failure drops the temporary
+databases and leaves the live ones untouched. ``swapped``
 exchanges the names in one transaction and keeps the previous data as ``akp_<run_id>_<n>``. ``rolled_back`` puts
 the previous data back the same way (the replaced databases are kept as ``akn_<run_id>_<n>``); ``cleaned`` drops
 the kept databases of an accepted restore (or of a rollback); ``discarded`` drops the temporary databases of a
