@@ -21,7 +21,10 @@ then measures, several rounds each (the order rotates every round; medians are r
 * the PostgreSQL restore of the same dump: the raw ``docker exec -i <pg> psql < dump`` (the docs' way, in place)
   against ``postgres_restore`` in place (``state: restored``) and all-or-nothing (``state: staged``, which loads
   beside the live data and proves every table, then ``state: swapped``; the kept previous data is dropped after each
-  round, outside the time).
+  round, outside the time);
+* a PostgreSQL major upgrade (playbooks/upgrade_postgres.yml, 15 -> 17, last since it changes the stack): how long
+  authentik is down (server and worker stopped, from Docker's events) against the raw ``docker exec <old>
+  pg_dumpall | docker exec -i <new> psql`` into a new server of the same image.
 
 Prints a table of ratios and writes the raw figures as JSON to benchmarks/results/<UTC timestamp>.json.
 Timings depend on the machine and its load: compare ratios from one run, never absolute numbers between machines.
@@ -73,6 +76,7 @@ sys.argv = sys.argv[1:]
 runpy.run_module(name, run_name='__main__', alter_sys=True)
 """
 MARKER = "/tmp/.akbt-bench-marker"
+UPGRADE_IMAGE = "akbt.local/postgres:17"  # the test bed's PostgreSQL 17 (tests/testbed/images-variants.sh)
 CODECS = [("none", None), ("gzip", None), ("zstd", None)]
 
 
@@ -394,11 +398,7 @@ def section_role(bench, rounds):
     inventory = bench.workdir / "hosts.yml"
     inventory.write_text("authentik:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
                          f"      ansible_python_interpreter: {sys.executable}\n")
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
-               ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
-               PATH=f"{VENV_BIN}:{os.environ.get('PATH', '')}",
-               ANSIBLE_COLLECTIONS_PATH=f"{COLLECTIONS}:{Path(sys.executable).parent.parent}/lib/"
-                                        f"python{sys.version_info[0]}.{sys.version_info[1]}/site-packages")
+    env = ansible_env()
     runs = []
     for rnd in range(rounds):
         dest = bench.workdir / "sets"
@@ -426,6 +426,113 @@ def section_role(bench, rounds):
         shutil.rmtree(dest, ignore_errors=True)
     keys = ("wall", "check_wall", "slowest_part", "sum_of_parts", "overhead")
     return dict(rounds=runs, median={k: median([r[k] for r in runs]) for k in keys})
+
+
+def ansible_env():
+    site = f"{Path(sys.executable).parent.parent}/lib/python{sys.version_info[0]}.{sys.version_info[1]}/site-packages"
+    return dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+                ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
+                PATH=f"{VENV_BIN}:{os.environ.get('PATH', '')}", ANSIBLE_COLLECTIONS_PATH=f"{COLLECTIONS}:{site}")
+
+
+def wait_ready(container, user, timeout=120):
+    for _attempt in range(int(timeout * 4)):
+        if docker("exec", container, "pg_isready", "-U", user, "-q", check=False).returncode == 0:
+            if docker("exec", container, "psql", "-X", "-U", user, "-d", "postgres", "-c", "select 1",
+                      check=False).returncode == 0:
+                return
+        time.sleep(0.25)
+    raise RuntimeError(f"{container} did not accept connections in {timeout} s")
+
+
+def raw_upgrade_copy(bench, image):
+    """The raw way of the docs: a new server of ``image`` on a new volume, then ``docker exec <old> pg_dumpall |
+    docker exec -i <new> psql``; only the copy is timed (starting the new server is not)."""
+    name = f"{bench.stack.project}-bench-newpg"
+    docker("rm", "-f", "-v", name, check=False)
+    docker("run", "-d", "--name", name, "--network", "none", "-e", f"POSTGRES_USER={bench.user}",
+           "-e", f"POSTGRES_PASSWORD={bench.stack.pg_password}", image)
+    try:
+        wait_ready(name, bench.user)
+        start = time.monotonic()
+        dump = subprocess.Popen(["docker", "exec", bench.pg, *bench.dump_args], stdout=subprocess.PIPE)
+        load = subprocess.run(["docker", "exec", "-i", name, "psql", "-X", "-q", "-U", bench.user, "-d", "postgres"],
+                              stdin=dump.stdout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        dump.stdout.close()
+        if dump.wait() != 0 or load.returncode != 0:
+            raise RuntimeError(f"the raw copy failed (pg_dumpall {dump.returncode}, psql {load.returncode})")
+        return dict(seconds=time.monotonic() - start)
+    finally:
+        docker("rm", "-f", "-v", name, check=False)
+
+
+class Downtime:
+    """Watches Docker's events of ``containers`` while it is open (``docker events`` streaming: the daemon keeps only
+    the last events, so they cannot be read back afterwards on a busy engine); ``seconds`` is the time from the
+    first stop (die) of any of them to the last start after it."""
+
+    def __init__(self, containers):
+        self.containers = containers
+        argv = ["docker", "events", "--format", "{{json .}}", "--filter", "type=container",
+                "--filter", "event=die", "--filter", "event=start"]
+        for name in containers:
+            argv += ["--filter", f"container={name}"]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)  # noqa: S603
+        self.events = []
+
+    def __enter__(self):
+        time.sleep(1)  # the stream is open before anything happens
+        return self
+
+    def __exit__(self, *exc):
+        time.sleep(1)
+        self.proc.terminate()
+        out, _err = self.proc.communicate(timeout=30)
+        self.events = [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    @property
+    def seconds(self):
+        dies = [e["timeNano"] for e in self.events if e.get("status") == "die"]
+        if not dies:
+            raise RuntimeError(f"no stop of {', '.join(self.containers)} during the upgrade")
+        starts = [e["timeNano"] for e in self.events if e.get("status") == "start" and e["timeNano"] > min(dies)]
+        if not starts:
+            raise RuntimeError(f"{', '.join(self.containers)} were not started again by the upgrade")
+        return (max(starts) - min(dies)) / 1e9
+
+
+def section_upgrade(bench, image, keep):
+    """playbooks/upgrade_postgres.yml onto ``image`` against the raw ``pg_dumpall | psql`` into a new server: the
+    downtime of authentik (server and worker stopped) against the raw copy alone. Rolls back and cleans up after
+    itself when the stack is kept."""
+    raw = raw_upgrade_copy(bench, image)
+    log(f"upgrade: raw pg_dumpall | psql into a new {image}: {raw['seconds']:.2f} s")
+    inventory = bench.workdir / "hosts-upgrade.yml"
+    inventory.write_text("authentik:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
+                         f"      ansible_python_interpreter: {sys.executable}\n")
+    dest = bench.workdir / "upgrade-sets"
+    common = ["-e", f"authentik_backup_dest={dest}", "-e", f"authentik_backup_compose_project={bench.stack.project}"]
+    playbook = [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory),
+                str(REPO / "playbooks" / "upgrade_postgres.yml")]
+    apps = [bench.stack.containers[s] for s in ("server", "worker") if s in bench.stack.containers]
+    with Downtime(apps) as watched:
+        start = time.monotonic()
+        proc = subprocess.run(playbook + common + ["-e", f"authentik_upgrade_postgres_image={image}", "-e",
+                                                   "authentik_upgrade_confirm=true"],
+                              cwd=REPO, env=ansible_env(), capture_output=True, text=True, check=False)
+        wall = time.monotonic() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"the upgrade playbook failed (rc {proc.returncode}): {(proc.stdout + proc.stderr)[-3000:]}")
+    down = watched.seconds
+    log(f"upgrade: playbook {wall:.1f} s, authentik down {down:.2f} s (server and worker stopped)")
+    if keep:
+        for extra in (["-e", "authentik_upgrade_rollback=true"], ["-e", "authentik_upgrade_cleanup=true"]):
+            back = subprocess.run(playbook + common + extra, cwd=REPO, env=ansible_env(), capture_output=True,
+                                  text=True, check=False)
+            if back.returncode != 0:
+                raise RuntimeError(f"rolling the bench stack back failed: {(back.stdout + back.stderr)[-3000:]}")
+    shutil.rmtree(dest, ignore_errors=True)
+    return dict(image=image, raw_copy=raw, playbook_wall=wall, downtime=down)
 
 
 # --- report -------------------------------------------------------------------------------------------------------
@@ -472,6 +579,10 @@ def ratios(report):
         add("restore in place (postgres_restore) throughput / raw psql", raw / restore["ours_in_place"]["seconds"])
         value = raw / restore["ours_all_or_nothing"]["seconds"]
         add("restore all-or-nothing (staged + proof + swap) throughput / raw psql", value, ">= 0.9", value >= 0.9)
+    upgrade = report.get("upgrade")
+    if upgrade:
+        value = upgrade["downtime"] / upgrade["raw_copy"]["seconds"]
+        add("PostgreSQL upgrade: authentik's downtime / raw pg_dumpall | psql", value, "<= 1.2 (aim)", value <= 1.2)
     role = (report.get("role") or {}).get("median")
     if role:
         add("role run: wall time", role["wall"], unit="s")
@@ -526,7 +637,7 @@ def main(argv=None):
     parser.add_argument("--size-mb", type=int, default=1024, help="MiB of dump of the main database (default 1024)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each measure (median reported)")
     parser.add_argument("--sizes", default="256,2048", help="MiB of dump for the peak-RSS measure (comma list)")
-    parser.add_argument("--skip", default="", help="sections to skip: dump,codecs,rss,k8s,role,restore (comma list)")
+    parser.add_argument("--skip", default="", help="sections to skip: dump,codecs,rss,k8s,role,restore,upgrade (comma list)")
     parser.add_argument("--project", default="akbt-bench", help="Compose project of the bench stack (akbt...)")
     parser.add_argument("--keep", action="store_true", help="leave the stack up afterwards (and reuse one)")
     parser.add_argument("--output", help="JSON file to write (default benchmarks/results/<UTC timestamp>.json)")
@@ -565,6 +676,8 @@ def main(argv=None):
                 report["restore"] = section_restore(bench, args.rounds)
             if "rss" not in skip:
                 report["rss"] = section_rss(bench, sizes, args.size_mb, args.keep)
+            if "upgrade" not in skip:  # last: it moves the stack to another PostgreSQL
+                report["upgrade"] = section_upgrade(bench, UPGRADE_IMAGE, args.keep)
         finally:
             if not args.keep:
                 stacks.down(args.project, log=log)

@@ -22,8 +22,10 @@ def test_bench_smoke_runs_and_writes_figures(tmp_path, images):  # pylint: disab
                           check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(output.read_text())
-    for section in ("dump", "codecs", "k8s", "role", "rss"):
+    for section in ("dump", "codecs", "k8s", "role", "restore", "rss", "upgrade"):
         assert section in report, section
+    # the upgrade ran (15 -> 17) and its downtime was read from Docker's events
+    assert report["upgrade"]["downtime"] > 0 and report["upgrade"]["raw_copy"]["seconds"] > 0, report["upgrade"]
     assert report["dump"]["median"]["ours_none"]["bytes_written_inside"] == 0
     assert report["dump"]["median"]["ours_zstd"]["raw_size"] > 0
     assert report["dump"]["median"]["ours_exec_none"]["bytes_written_inside"] == 0
