@@ -35,14 +35,14 @@ description:
   - With O(state=restored) (the default) the databases of the dump are dropped and recreated. Stop authentik's
     server and worker first, because C(DROP DATABASE) fails while they are connected. Before anything is sent, it
     refuses a dump that drops a role which owns or holds something outside the dump's databases (a database, a
-    privilege or an object in the C(postgres) database, the previous databases a staged restore kept):
+    privilege or an object in the C(postgres) database, the previous databases a staged restore kept), since
     C(DROP ROLE) would fail there after the dump's databases were dropped.
   - The other states restore beside the live data, in phases. O(state=staged) loads every database of the dump under
     a temporary name C(akr_<run_id>_<n>) while the live databases keep serving. The dump is rewritten while it
     streams (C(CREATE DATABASE), C(ALTER DATABASE), C(COMMENT)/C(SECURITY LABEL)/C(GRANT)/C(REVOKE) C(ON DATABASE),
     C(ALTER ROLE ... IN DATABASE) and C(\connect) point at the temporary name; C(DROP DATABASE) and C(DROP ROLE) are
     left out; C(CREATE ROLE) only creates a missing role; the connected role's C(CREATE ROLE) and C(ALTER ROLE) are
-    left out; C(GRANTED BY) of role memberships is dropped). Then every table is proved equal to the dump: the MD5
+    left out; C(GRANTED BY) of role memberships is dropped). Then every table is proved equal to the dump by the MD5
     of C(COPY <table> (<columns>) TO STDOUT) of the temporary database, taken in the container by C(md5sum) with
     C(synchronize_seqscans) off (a table loaded by COPY is read back in the order it was loaded), against the MD5
     of the dump's COPY data of that table; a table whose digest differs (or where C(md5sum) is missing) is compared
@@ -246,7 +246,7 @@ duration:
 phases:
   description:
     - With O(state=staged), the seconds of its phases, C(check) (the server asked, the dump read and checked, the
-      free space compared: before anything is written), C(load) and C(proof).
+      free space compared, all before anything is written), C(load) and C(proof).
   returned: with O(state=staged), not in check mode
   type: dict
   sample: {check: 2.1, load: 8.4, proof: 1.3}
