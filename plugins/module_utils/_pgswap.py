@@ -235,15 +235,20 @@ def digest_script(headers):
     return "".join(parts)
 
 
+def by_database(order):
+    """{database: [table keys]} of the keys ``order`` ((database, header) pairs), each database's in order."""
+    grouped = {}
+    for key in order:
+        grouped.setdefault(key[0], []).append(key)
+    return grouped
+
+
 def prove_digests(transport, params, expected, mapping):
     """{table key: MD5 of its COPY output, read in the database's container} for the tables of ``expected``
     (a ``Digests``); a database whose script fails or gives another number of digests has no entries (its tables
     are then compared by ``prove``)."""
-    headers = {}
-    for database, header in expected.order:
-        headers.setdefault(database, []).append((database, header))
     found = {}
-    for database, keys in headers.items():
+    for database, keys in by_database(expected.order).items():
         try:
             out = run_sql(transport, params, digest_script([header for _db, header in keys]),
                           database=mapping[database])
@@ -258,11 +263,8 @@ def prove_digests(transport, params, expected, mapping):
 def prove(transport, params, expected, mapping):
     """Fingerprint the restored tables of every temporary database; returns the restored Fingerprint."""
     restored = Fingerprint()
-    headers = {}
-    for database, header in expected.order:
-        headers.setdefault(database, []).append(header)
-    for database, tables in headers.items():
-        router = CopyRouter(database, tables, restored)
+    for database, keys in by_database(expected.order).items():
+        router = CopyRouter(database, [header for _db, header in keys], restored)
         run_sql(transport, params, router.script(), database=mapping[database], on_stdout=router.write)
         restored.end_table()
     return restored
