@@ -54,6 +54,7 @@ sys.path.insert(0, str(COLLECTIONS))
 
 # pylint: disable=wrong-import-position
 from testbed import stacks  # noqa: E402
+from testbed._docker import exec_ok, wait_for  # noqa: E402
 from testbed.k8s import helm_stacks  # noqa: E402
 
 MIB = 1 << 20
@@ -436,13 +437,8 @@ def ansible_env():
 
 
 def wait_ready(container, user, timeout=120):
-    for _attempt in range(int(timeout * 4)):
-        if docker("exec", container, "pg_isready", "-U", user, "-q", check=False).returncode == 0:
-            if docker("exec", container, "psql", "-X", "-U", user, "-d", "postgres", "-c", "select 1",
-                      check=False).returncode == 0:
-                return
-        time.sleep(0.25)
-    raise RuntimeError(f"{container} did not accept connections in {timeout} s")
+    wait_for(lambda: exec_ok(container, "psql", "-X", "-q", "-U", user, "-d", "postgres", "-c", "SELECT 1"),
+             timeout, f"PostgreSQL in {container}")
 
 
 def raw_upgrade_copy(bench, image):
